@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 USER_TAG = "<问>："
 ASSISTANT_TAG = "<答>："
@@ -23,7 +23,7 @@ TURN_SEPARATOR = "\n"
 SYSTEM_SEPARATOR = "\n"
 
 
-class SystemPolicy(str, Enum):
+class SystemPolicy(StrEnum):
     MERGE = "merge"
     REJECT = "reject"
 

@@ -104,7 +104,8 @@ class _EnvDefaults:
 
     def add(self, flag: str, *, type=str, default=None, help: str, **kwargs) -> None:  # noqa: A002
         name = flag.lstrip("-")
-        env_value = _env(name)
+        # Repeatable flags read their environment variable in settings_from_args.
+        env_value = None if kwargs.get("action") == "append" else _env(name)
         if env_value is not None:
             default = type(env_value) if type is not bool else _bool(env_value)
         env_help = f" [env {ENV_PREFIX}{name.upper().replace('-', '_')}]"

@@ -1,0 +1,50 @@
+"""`huatuo serve`: resolve the checkpoint, start vLLM in process, run the HTTP gateway."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from server.settings import ServeSettings, add_serve_arguments, settings_from_args
+
+logger = logging.getLogger("huatuo.serve")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_serve_arguments(parser)
+
+
+def resolve_model_dir(settings: ServeSettings) -> Path:
+    """The Llama-layout directory to load: the demo model, the given one, or its conversion."""
+    if settings.model is None:
+        from server.demo_model import ensure_demo_model
+
+        path = ensure_demo_model(settings.cache_dir)
+        logger.warning(
+            "No --model given: serving the tiny demo model from %s. Its answers are noise; "
+            "it exists to try the API.", path,
+        )
+        return path
+    path = Path(settings.model).expanduser()
+    if not (path / "config.json").exists():
+        raise SystemExit(f"--model {path}: no config.json there; expected a checkpoint directory.")
+    try:
+        from adapters.checkpoint.auto import prepare_for_serving
+    except ImportError:  # the converter is optional at serve time
+        return path
+    return prepare_for_serving(path, settings.cache_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from server.logging_setup import configure_logging
+
+    configure_logging(settings.log_level)
+    model_dir = resolve_model_dir(settings)
+    # The CPU backend otherwise tries to reserve most of the machine's memory for the KV cache.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_space))
+    from server.runner import serve
+
+    return serve(settings, model_dir)

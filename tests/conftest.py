@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny checkpoints built by the tests, and real servers started once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server_process import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Llama-layout checkpoint whose tokenizer has NO chat template (as published)."""
+    from server.demo_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-huatuo")
+
+
+# Context length of the shared server: small, so tests can overflow it cheaply.
+SERVER_MAX_MODEL_LEN = 512
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
+    """The shared `huatuo serve` on the tiny model (real vLLM engine), one per test session."""
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    proc = start_server(
+        ["--model", str(tiny_model_dir), "--max-model-len", str(SERVER_MAX_MODEL_LEN),
+         "--dtype", "float32"],
+        log,
+    )
+    yield proc
+    proc.stop()
