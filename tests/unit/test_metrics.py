@@ -1,0 +1,199 @@
+"""GatewayMetrics: RequestRecords in, Prometheus exposition out (parsed, not string-matched)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.metrics import (
+    CONTENT_TYPE,
+    TTFT_BUCKETS,
+    GatewayMetrics,
+    render_metrics,
+)
+from server.telemetry import RequestRecord
+
+CHAT = "/v1/chat/completions"
+MODEL = "huatuo2-7b"
+
+
+def samples(payload: bytes) -> dict[tuple[str, frozenset], float]:
+    """{(sample name, labels): value} of an exposition."""
+    out = {}
+    for family in text_string_to_metric_families(payload.decode()):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(payload: bytes, name: str, **labels: str) -> float:
+    return samples(payload)[(name, frozenset(labels.items()))]
+
+
+def record(request_id: str = "r1", **fields) -> RequestRecord:
+    defaults = dict(endpoint=CHAT, model=MODEL, status=200, duration=1.5)
+    defaults.update(fields)
+    return RequestRecord(request_id=request_id, **defaults)
+
+
+@pytest.fixture
+def metrics() -> GatewayMetrics:
+    return GatewayMetrics([MODEL])
+
+
+def test_finished_request_counts_status_tokens_and_latencies(metrics: GatewayMetrics) -> None:
+    rec = record(prompt_tokens=12, completion_tokens=5, ttft=0.2,
+                 token_gaps=[0.01, 0.02, 0.03, 0.04])
+    metrics.start(rec)
+    metrics.finish(rec)
+    payload, content_type = render_metrics(metrics)
+    base = dict(model=MODEL, endpoint=CHAT)
+
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert value(payload, "huatuo_requests_total", status="200", **base) == 1
+    assert value(payload, "huatuo_prompt_tokens_total", **base) == 12
+    assert value(payload, "huatuo_completion_tokens_total", **base) == 5
+    assert value(payload, "huatuo_time_to_first_token_seconds_count", **base) == 1
+    assert value(payload, "huatuo_time_to_first_token_seconds_sum", **base) == pytest.approx(0.2)
+    assert value(payload, "huatuo_time_to_first_token_seconds_bucket", le="0.15", **base) == 0
+    assert value(payload, "huatuo_time_to_first_token_seconds_bucket", le="0.2", **base) == 1
+    assert value(payload, "huatuo_inter_token_latency_seconds_count", **base) == 4
+    assert value(payload, "huatuo_inter_token_latency_seconds_sum", **base) == pytest.approx(0.1)
+    assert value(payload, "huatuo_request_duration_seconds_count", status="200", **base) == 1
+    assert value(payload, "huatuo_e2e_request_latency_seconds_count", **base) == 1
+    assert value(payload, "huatuo_e2e_request_latency_seconds_sum", **base) == 1.5
+    assert value(payload, "huatuo_requests_in_flight", **base) == 0
+
+
+def test_in_flight_rises_on_start_and_falls_on_finish(metrics: GatewayMetrics) -> None:
+    first, second = record("a"), record("b")
+    metrics.start(first)
+    metrics.start(second)
+    in_flight = dict(model=MODEL, endpoint=CHAT)
+    assert value(render_metrics(metrics)[0], "huatuo_requests_in_flight", **in_flight) == 2
+    metrics.finish(first)
+    assert value(render_metrics(metrics)[0], "huatuo_requests_in_flight", **in_flight) == 1
+    # A finish without a start (refused before admission) and a second finish change nothing.
+    metrics.finish(record("never-started"))
+    metrics.finish(first)
+    assert value(render_metrics(metrics)[0], "huatuo_requests_in_flight", **in_flight) == 1
+    metrics.finish(second)
+    assert value(render_metrics(metrics)[0], "huatuo_requests_in_flight", **in_flight) == 0
+
+
+def test_failures_disconnects_stream_errors_and_trimming(metrics: GatewayMetrics) -> None:
+    metrics.finish(record("bad", status=400, error_code="context_length_exceeded"))
+    metrics.finish(record("gone", client_disconnected=True, completion_tokens=3))
+    metrics.finish(record("broke", stream=True, stream_error="engine_dead"))
+    metrics.finish(record("long", trimmed_turns=3))
+    metrics.finish(record("longer", trimmed_turns=2))
+    payload = render_metrics(metrics)[0]
+    base = dict(model=MODEL, endpoint=CHAT)
+
+    assert value(payload, "huatuo_requests_total", status="400", **base) == 1
+    assert value(payload, "huatuo_requests_total", status="200", **base) == 4
+    assert value(payload, "huatuo_client_disconnects_total", **base) == 1
+    assert value(payload, "huatuo_stream_errors_total", **base) == 1
+    assert value(payload, "huatuo_trimmed_conversations_total", **base) == 2
+    assert value(payload, "huatuo_trimmed_turns_total", **base) == 5
+    # Only the two trimmed requests completed cleanly: errors, disconnects and broken streams
+    # stay out of the end-to-end latency of answers.
+    assert value(payload, "huatuo_e2e_request_latency_seconds_count", **base) == 2
+    assert value(payload, "huatuo_request_duration_seconds_count", status="400", **base) == 1
+
+
+def test_rejections_are_counted_by_bounded_reason(metrics: GatewayMetrics) -> None:
+    metrics.rejected(MODEL, CHAT, "server_overloaded")
+    metrics.rejected(MODEL, CHAT, "server_overloaded")
+    metrics.rejected(MODEL, CHAT, "Too many requests from Mr. Wang about his liver")
+    payload = render_metrics(metrics)[0]
+    base = dict(model=MODEL, endpoint=CHAT)
+    assert value(payload, "huatuo_admission_rejections_total", reason="server_overloaded",
+                 **base) == 2
+    assert value(payload, "huatuo_admission_rejections_total", reason="other", **base) == 1
+
+
+def test_label_values_never_carry_client_text(metrics: GatewayMetrics) -> None:
+    """A client-chosen model name or path must not become a label value (content, cardinality)."""
+    secret = "我最近胸口疼，是不是心脏病"
+    metrics.finish(record("x", model=secret, endpoint="/v1/chat/completions?q=" + secret))
+    metrics.rejected(secret, CHAT, "server_overloaded")
+    payload = render_metrics(metrics)[0]
+    assert secret not in payload.decode()
+    assert value(payload, "huatuo_requests_total", model="other", endpoint="other",
+                 status="200") == 1
+    label_names = {name for (_, labels) in samples(payload) for name, _ in labels}
+    # Only our bounded labels, plus those of vLLM's and the process collectors' own metrics.
+    ours = {name for (sample, labels) in samples(payload) if sample.startswith("huatuo_")
+            for name, _ in labels}
+    assert ours <= {"model", "endpoint", "status", "reason", "le"}
+    assert label_names  # the exposition was parsed at all
+
+
+def test_known_series_exist_before_the_first_request(metrics: GatewayMetrics) -> None:
+    """Zeros, not missing series: dashboards show 0 and `rate()` works from the first scrape."""
+    payload = render_metrics(metrics)[0]
+    base = dict(model=MODEL, endpoint=CHAT)
+    for name in ("huatuo_prompt_tokens_total", "huatuo_completion_tokens_total",
+                 "huatuo_client_disconnects_total", "huatuo_stream_errors_total",
+                 "huatuo_trimmed_conversations_total", "huatuo_requests_in_flight"):
+        assert value(payload, name, **base) == 0, name
+    assert value(payload, "huatuo_requests_total", status="200", **base) == 0
+    assert value(payload, "huatuo_admission_rejections_total", reason="engine_dead", **base) == 0
+
+
+def test_engine_health_is_unknown_until_watched_then_follows_the_probe(
+        metrics: GatewayMetrics) -> None:
+    assert math.isnan(value(render_metrics(metrics)[0], "huatuo_engine_healthy"))
+    state = {"alive": True}
+    metrics.watch_engine(lambda: state["alive"])
+    assert value(render_metrics(metrics)[0], "huatuo_engine_healthy") == 1
+    state["alive"] = False
+    assert value(render_metrics(metrics)[0], "huatuo_engine_healthy") == 0
+
+
+def test_exposition_includes_the_default_registry_where_vllm_registers() -> None:
+    """vLLM's stat logger registers `vllm:*` in prometheus_client's default registry (single-
+    process mode): whatever is there must come out of the same /metrics payload."""
+    from prometheus_client import REGISTRY
+
+    stand_in = Counter("vllm:test_stand_in", "A vllm:* metric in the default registry.",
+                       ["model_name"], registry=REGISTRY)
+    try:
+        stand_in.labels("m").inc(3)
+        gateway = GatewayMetrics([MODEL])
+        payload, _ = render_metrics()  # no argument: the most recently built GatewayMetrics
+        assert value(payload, "vllm:test_stand_in_total", model_name="m") == 3
+        assert ("huatuo_requests_total",
+                frozenset(dict(model=MODEL, endpoint=CHAT, status="200").items())
+                ) in samples(payload)
+        assert gateway.registry is not REGISTRY
+    finally:
+        REGISTRY.unregister(stand_in)
+
+
+def test_two_instances_do_not_collide() -> None:
+    """App factories and tests build GatewayMetrics repeatedly in one process."""
+    first, second = GatewayMetrics([MODEL]), GatewayMetrics([MODEL])
+    first.finish(record("a"))
+    assert value(render_metrics(first)[0], "huatuo_requests_total", model=MODEL,
+                 endpoint=CHAT, status="200") == 1
+    assert value(render_metrics(second)[0], "huatuo_requests_total", model=MODEL,
+                 endpoint=CHAT, status="200") == 0
+
+
+def test_an_explicit_registry_is_used() -> None:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics([MODEL], registry=registry)
+    metrics.finish(record())
+    assert registry.get_sample_value(
+        "huatuo_requests_total", dict(model=MODEL, endpoint=CHAT, status="200")) == 1
+
+
+def test_ttft_buckets_suit_llm_latencies() -> None:
+    assert list(TTFT_BUCKETS) == sorted(TTFT_BUCKETS)
+    assert TTFT_BUCKETS[0] <= 0.01 and TTFT_BUCKETS[-1] >= 60
+    assert CONTENT_TYPE.startswith("text/plain")
