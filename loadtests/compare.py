@@ -1,0 +1,352 @@
+"""`huatuo bench compare`: our gateway against vLLM's own OpenAI server, side by side.
+
+Both servers load the same checkpoint with the same engine settings, on the same machine, and
+get the same workload at the same load levels. Timing on small shared machines is noisy, so runs
+are interleaved (A B A B ...) and medians over the repeats are quoted; the API process's own
+CPU seconds per request (from /proc/PID/stat, the engine-core child excluded) is reported too,
+as the steadier measure of what the gateway itself costs.
+
+Schedules:
+- `alone` (default): one server runs at a time: start A, run every level, stop; start B, ...;
+  repeated `--repeats` times. Nothing else competes for the CPU while a server is measured.
+- `together`: both servers start (one after the other) and stay up; each level is run A, B, A, B.
+  Fewer engine starts; the idle server is left running during the other's runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from loadtests.report import Slo, summarize
+from loadtests.runner import LoadSpec, RunResult, Target, run_sweep_async
+from loadtests.workloads import BenchRequest
+
+OURS = "huatuo"
+VLLM = "vllm"
+SERVED_NAME = "huatuo-bench"
+ROOT = Path(__file__).resolve().parents[1]
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class EngineSettings:
+    """Settings given identically to both servers."""
+
+    model_dir: Path
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    max_num_seqs: int | None = None
+    kv_cache_space: float = 1.0  # GiB, VLLM_CPU_KVCACHE_SPACE (CPU backend)
+    seed: int = 0
+    extra_ours: list[str] = field(default_factory=list)
+    extra_vllm: list[str] = field(default_factory=list)
+
+    def common_flags(self) -> list[str]:
+        flags = ["--model", str(self.model_dir), "--served-model-name", SERVED_NAME,
+                 "--dtype", self.dtype, "--seed", str(self.seed)]
+        if self.max_model_len:
+            flags += ["--max-model-len", str(self.max_model_len)]
+        if self.max_num_seqs:
+            flags += ["--max-num-seqs", str(self.max_num_seqs)]
+        return flags
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ours_command(settings: EngineSettings, port: int) -> list[str]:
+    return [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--kv-cache-space", str(settings.kv_cache_space),
+            *settings.common_flags(), *settings.extra_ours]
+
+
+def vllm_command(settings: EngineSettings, port: int, chat_template: Path) -> list[str]:
+    # The published checkpoints have no chat template; vLLM's server needs ours as a file.
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1",
+            "--port", str(port), "--chat-template", str(chat_template),
+            *settings.common_flags(), *settings.extra_vllm]
+
+
+def write_chat_template(directory: Path) -> Path:
+    from server.prompt_format import CHAT_TEMPLATE
+
+    path = directory / "huatuo2_chat_template.jinja"
+    path.write_text(CHAT_TEMPLATE, encoding="utf-8")
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (its threads included, its children not)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the ")" closing the command name, field 14 (utime) is index 11, stime index 12.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendant pids (the engine core and its workers), via /proc/*/task/*/children."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.append(child)
+                    stack.append(child)
+    return found
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class ManagedServer:
+    """A server process we start, health-check, measure and stop (with its process group)."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log_path: Path,
+                 env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 600.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            # A new session: stop() can end the engine-core children with the group.
+            self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; "
+                                   f"log: {self.log_path}\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"{self.name} not ready after {timeout} s; log: {self.log_path}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def cpu(self) -> tuple[float, float]:
+        """(API process CPU seconds, CPU seconds of its live descendants)."""
+        assert self.process is not None
+        pid = self.process.pid
+        return _cpu_or_zero(pid), sum(_cpu_or_zero(child) for child in descendants(pid))
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+@dataclass
+class Measurement:
+    server: str
+    repeat: int
+    run: RunResult
+    api_cpu_s: float
+    engine_cpu_s: float
+
+    def summary(self, slo: Slo | None) -> dict:
+        s = summarize(self.run, slo)
+        done = max(s["completed"], 1)
+        s["api_cpu_ms_per_request"] = 1000.0 * self.api_cpu_s / done
+        s["engine_cpu_ms_per_request"] = 1000.0 * self.engine_cpu_s / done
+        return s
+
+
+async def measure_level(server: ManagedServer, target: Target,
+                        requests: Sequence[BenchRequest], spec: LoadSpec,
+                        show_progress: bool) -> tuple[RunResult, float, float]:
+    if spec.warmup:
+        warm = LoadSpec("closed", spec.concurrency or 1, None, 1.0, spec.warmup, None, 0,
+                        spec.seed)
+        await run_sweep_async(target, requests, [warm], show_progress=False)
+    api0, engine0 = server.cpu()
+    measured = LoadSpec(**{**spec.__dict__, "warmup": 0})
+    (run,) = await run_sweep_async(target, requests, [measured], show_progress)
+    api1, engine1 = server.cpu()
+    return run, api1 - api0, engine1 - engine0
+
+
+def run_compare(settings: EngineSettings, requests: Sequence[BenchRequest],
+                specs: Sequence[LoadSpec], *, target_template: Target, repeats: int,
+                schedule: str, log_dir: Path, show_progress: bool = True,
+                order: Sequence[str] = (OURS, VLLM)) -> list[Measurement]:
+    """Start the servers per `schedule`, run every level against each, return all runs."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    template_dir = Path(tempfile.mkdtemp(prefix="huatuo-bench-"))
+    chat_template = write_chat_template(template_dir)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_space)}
+    counter = iter(range(10_000))
+
+    def make(name: str) -> ManagedServer:
+        port = free_port()
+        argv = (ours_command(settings, port) if name == OURS
+                else vllm_command(settings, port, chat_template))
+        log = log_dir / f"{name}-{next(counter)}.log"
+        return ManagedServer(name, argv, port, log, env)
+
+    def target_for(server: ManagedServer) -> Target:
+        return Target(server.base_url, SERVED_NAME, target_template.api_key,
+                      target_template.stream, target_template.timeout,
+                      target_template.sampling)
+
+    measurements: list[Measurement] = []
+
+    def record(server: ManagedServer, repeat: int, spec: LoadSpec) -> None:
+        print(f"[compare] {server.name} repeat {repeat + 1}/{repeats} {spec.label()}",
+              file=sys.stderr, flush=True)
+        run, api, engine = asyncio.run(
+            measure_level(server, target_for(server), requests, spec, show_progress))
+        measurements.append(Measurement(server.name, repeat, run, api, engine))
+
+    if schedule == "alone":
+        for repeat in range(repeats):
+            for name in order:
+                server = make(name)
+                print(f"[compare] starting {name}: {' '.join(server.argv)}", file=sys.stderr,
+                      flush=True)
+                server.start()
+                try:
+                    for spec in specs:
+                        record(server, repeat, spec)
+                finally:
+                    server.stop()
+    elif schedule == "together":
+        servers = {}
+        try:
+            for name in order:
+                servers[name] = make(name)
+                servers[name].start()
+            for spec in specs:
+                for repeat in range(repeats):
+                    for name in order:
+                        record(servers[name], repeat, spec)
+        finally:
+            for server in servers.values():
+                server.stop()
+    else:
+        raise ValueError(f"schedule must be 'alone' or 'together', got {schedule!r}")
+    return measurements
+
+
+# Figures compared: (key in the median summary, label, True when higher is better).
+COMPARED = [
+    ("request_throughput", "req/s", True),
+    ("output_token_throughput", "output tok/s", True),
+    ("ttft_p50", "TTFT p50 ms", False),
+    ("ttft_p90", "TTFT p90 ms", False),
+    ("ttft_p99", "TTFT p99 ms", False),
+    ("itl_p50", "ITL p50 ms", False),
+    ("tpot_p50", "TPOT p50 ms", False),
+    ("e2e_p50", "E2E p50 ms", False),
+    ("e2e_p99", "E2E p99 ms", False),
+    ("api_cpu_ms_per_request", "API CPU ms/req", False),
+    ("engine_cpu_ms_per_request", "engine CPU ms/req", False),
+    ("errors", "errors", False),
+]
+
+
+def _flat(summary: dict) -> dict:
+    flat = {k: summary[k] for k in ("request_throughput", "output_token_throughput",
+                                    "api_cpu_ms_per_request", "engine_cpu_ms_per_request",
+                                    "errors", "mean_output_tokens")}
+    for metric in ("ttft", "itl", "tpot", "e2e"):
+        for p in ("p50", "p90", "p99"):
+            flat[f"{metric}_{p}"] = summary[f"{metric}_ms"][p]
+    return flat
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def aggregate(measurements: Sequence[Measurement], specs: Sequence[LoadSpec],
+              slo: Slo | None) -> list[dict]:
+    """Per level: each server's medians over repeats, and the ratios ours / vLLM's."""
+    levels = []
+    for spec in specs:
+        label = spec.label()
+        per_server: dict[str, dict] = {}
+        for name in (OURS, VLLM):
+            flats = [_flat(m.summary(slo)) for m in measurements
+                     if m.server == name and m.run.spec.label() == label]
+            per_server[name] = {k: _median([f[k] for f in flats]) for k in flats[0]} \
+                if flats else {}
+            per_server[name]["repeats"] = len(flats)
+        ratios = {}
+        for key, _, _ in COMPARED:
+            ours, theirs = per_server[OURS].get(key), per_server[VLLM].get(key)
+            ratios[key] = ours / theirs if ours is not None and theirs else None
+        levels.append({"label": label, "spec": spec.__dict__, OURS: per_server[OURS],
+                       VLLM: per_server[VLLM], "ratio": ratios})
+    return levels
+
+
+def format_comparison(levels: Sequence[dict]) -> str:
+    """Markdown table: one row per (level, figure): ours, vLLM's, ratio, and who is ahead."""
+    lines = ["| level | figure | huatuo serve | vLLM api_server | ours / vLLM |",
+             "|---|---|---:|---:|---:|"]
+    for level in levels:
+        for key, label, higher_better in COMPARED:
+            ours, theirs = level[OURS].get(key), level[VLLM].get(key)
+            ratio = level["ratio"].get(key)
+            mark = ""
+            if ratio is not None and key != "errors":
+                better = ratio >= 1 if higher_better else ratio <= 1
+                mark = " ✓" if better else " ✗"
+            lines.append(f"| {level['label']} | {label} | {_num(ours)} | {_num(theirs)} | "
+                         f"{'-' if ratio is None else f'{ratio:.2f}'}{mark} |")
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
