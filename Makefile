@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo clean prometheus-tools
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,12 @@ $(VENV)/.installed: pyproject.toml
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint
+# The observability tests run a real Prometheus server and promtool (Debian package `prometheus`).
+prometheus-tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus)
+
+test: setup lint prometheus-tools
 	$(BIN)/python -m pytest -q -ra
 
 demo: setup
