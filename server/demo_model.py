@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from server.checkpoint_metadata import (
@@ -46,8 +47,13 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(directory: Path, vocab_size: int = 1024) -> int:
-    """Train a byte-level BPE tokenizer (no chat template, no BOS) and save it; returns its size."""
+def build_tokenizer(directory: Path, vocab_size: int = 1024,
+                    corpus: Sequence[str] | None = None) -> int:
+    """Train a byte-level BPE tokenizer (no chat template, no BOS) and save it; returns its size.
+
+    `corpus` (e.g. the training data's text) is added to the built-in one, so a trained demo
+    model's tokenizer has merges for the words it learns.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token=None))
@@ -59,7 +65,7 @@ def build_tokenizer(directory: Path, vocab_size: int = 1024) -> int:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(_CORPUS * 4 + list(corpus or ()), trainer=trainer)
     tokenizer.save(str(directory / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -90,6 +96,8 @@ def build_tiny_llama(
     max_position_embeddings: int = 4096,
     chat_template: bool = False,
     seed: int = 0,
+    vocab_size: int = 1024,
+    corpus: Sequence[str] | None = None,
 ) -> Path:
     """Write a random Llama-layout checkpoint (safetensors, fp32) with the demo tokenizer.
 
@@ -99,7 +107,7 @@ def build_tiny_llama(
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab_size = build_tokenizer(directory)
+    vocab_size = build_tokenizer(directory, vocab_size, corpus)
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 
 @dataclass
 class RequestRecord:
+    # The client's X-Request-Id (validated) or one we made: for correlating logs.
     request_id: str
     endpoint: str  # e.g. "/v1/chat/completions"
+    # The response's `id` and the engine's request id: always unique, made by the server.
+    completion_id: str = ""
     model: str = ""
     stream: bool = False
     started: float = field(default_factory=time.perf_counter)
@@ -59,3 +62,22 @@ class Telemetry:
 
     def rejected(self, model: str, endpoint: str, reason: str) -> None:  # noqa: B027
         """Admission control refused a request."""
+
+
+class CompositeTelemetry(Telemetry):
+    """Fans every hook out to several receivers (metrics and the access log)."""
+
+    def __init__(self, *receivers: Telemetry) -> None:
+        self.receivers = receivers
+
+    def start(self, record: RequestRecord) -> None:
+        for receiver in self.receivers:
+            receiver.start(record)
+
+    def finish(self, record: RequestRecord) -> None:
+        for receiver in self.receivers:
+            receiver.finish(record)
+
+    def rejected(self, model: str, endpoint: str, reason: str) -> None:
+        for receiver in self.receivers:
+            receiver.rejected(model, endpoint, reason)

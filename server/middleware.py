@@ -1,0 +1,139 @@
+"""ASGI middleware: request ids, API keys, body-size limit. Pure ASGI, so streams pass through."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from http import HTTPStatus
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import APIError
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Routes anyone may call, whatever the keys.
+_OPEN_PATHS = frozenset({"/health"})
+
+
+async def _send_error(send: Send, error: APIError, extra_headers: Iterable = ()) -> None:
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    headers += list(extra_headers)
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestIdMiddleware:
+    """Accept a valid X-Request-Id or make one; echo it on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, REQUEST_ID_HEADER.encode())
+        if given is not None and not _VALID_REQUEST_ID.match(given):
+            await _send_error(send, APIError(
+                HTTPStatus.BAD_REQUEST,
+                "X-Request-Id must be 1-128 characters of letters, digits, '.', '_', ':', '-'.",
+                param="X-Request-Id", code="invalid_request_id"))
+            return
+        request_id = given or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        raw = (REQUEST_ID_HEADER.encode(), request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), raw]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class ApiKeyMiddleware:
+    """Require `Authorization: Bearer <key>` on every route but /health (and maybe /metrics)."""
+
+    def __init__(self, app: ASGIApp, keys: list[str], public_metrics: bool) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+        self.open_paths = _OPEN_PATHS | ({"/metrics"} if public_metrics else set())
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = _header(scope, b"authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        presented = token.strip().encode()
+        # Compare against every key, without early exit, in constant time per key.
+        matches = [hmac.compare_digest(presented, key) for key in self.keys]
+        return any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths or not self.keys:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and _header(scope, b"origin"):
+            await self.app(scope, receive, send)  # CORS preflight carries no credentials
+            return
+        if not self._authorized(scope):
+            await _send_error(send, APIError(
+                HTTPStatus.UNAUTHORIZED,
+                "Missing or invalid API key. Send 'Authorization: Bearer <key>'.",
+                code="invalid_api_key"), [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _error(self) -> APIError:
+        return APIError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"Request body larger than {self.max_bytes} bytes (--max-body-bytes).",
+                        code="request_too_large")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _send_error(send, self._error())
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _send_error(send, self._error())
+
+
+class _BodyTooLarge(Exception):
+    pass

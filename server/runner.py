@@ -1,0 +1,88 @@
+"""Run the gateway under uvicorn with our own signal handling.
+
+uvicorn's default SIGTERM handling closes the listening socket at once, so health checks would
+get "connection refused" instead of 503 and streams would be cut at its deadline. We keep
+listening while draining: health turns 503, new requests get 503, requests in flight finish
+(or end with an error chunk at --shutdown-timeout), then the process exits 0. A dead engine
+makes it exit 1, so the orchestrator restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import uvicorn
+
+from server.access_log import AccessLog
+from server.app import build_app
+from server.engine import build_engine, describe_model
+from server.metrics import GatewayMetrics
+from server.settings import ServeSettings
+from server.telemetry import CompositeTelemetry
+
+logger = logging.getLogger("huatuo.serve")
+EXIT_ENGINE_DEAD = 1
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # signals are ours (see module docstring)
+        pass
+
+
+def serve(settings: ServeSettings, model_dir: Path) -> int:
+    return asyncio.run(_serve(settings, model_dir))
+
+
+async def _serve(settings: ServeSettings, model_dir: Path) -> int:
+    engine = build_engine(settings, model_dir)
+    model = describe_model(engine, settings, model_dir)
+    metrics = GatewayMetrics([model.name])
+    exit_code = 0
+    server: _Server | None = None
+
+    def on_engine_dead() -> None:
+        nonlocal exit_code
+        exit_code = EXIT_ENGINE_DEAD
+        if server is not None:
+            server.should_exit = True
+
+    app = build_app(settings, engine, model,
+                    telemetry=CompositeTelemetry(metrics, AccessLog(settings.log_content)),
+                    metrics=metrics, on_engine_dead=on_engine_dead)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        access_log=False, timeout_keep_alive=30,
+        # Streams are already ended by our drain; uvicorn only closes idle connections.
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    drain_task: asyncio.Task | None = None
+
+    def on_signal(signum: int) -> None:
+        nonlocal drain_task
+        if drain_task is not None:  # a second signal: stop now
+            server.force_exit = True
+            server.should_exit = True
+            return
+        logger.info("Received %s: draining for up to %.0f s.", signal.Signals(signum).name,
+                    settings.shutdown_timeout)
+        drain_task = loop.create_task(_drain_then_exit(app, server, settings.shutdown_timeout))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    logger.info("Serving %s (%s) on http://%s:%d", model.name, model_dir, settings.host,
+                settings.port)
+    try:
+        await server.serve()
+    finally:
+        engine.shutdown()  # idempotent; covers a server that never started (port in use)
+    return exit_code
+
+
+async def _drain_then_exit(app, server: uvicorn.Server, timeout: float) -> None:
+    await app.state.lifecycle.drain(timeout, app.state.engine.abort)
+    server.should_exit = True

@@ -1,0 +1,57 @@
+"""Pieces both endpoints share: the served-model check, token budgets, SSE framing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from server.engine import ModelInfo
+from server.errors import APIError, bad_request
+from server.settings import ServeSettings
+
+DONE_EVENT = "data: [DONE]\n\n"
+# vLLM's finish reasons -> OpenAI's.
+FINISH_REASONS = {"stop": "stop", "length": "length"}
+
+
+@dataclass
+class ServingResult:
+    """A JSON body, or an SSE stream of already-framed events; plus response headers."""
+
+    body: dict | None = None
+    stream: AsyncIterator[str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def check_model(requested: str, model: ModelInfo) -> None:
+    if requested != model.name:
+        raise APIError(
+            HTTPStatus.NOT_FOUND,
+            f"The model '{requested}' does not exist. This server serves '{model.name}'.",
+            param="model", code="model_not_found",
+        )
+
+
+def check_max_tokens(requested: int | None, param: str, model: ModelInfo,
+                     settings: ServeSettings) -> None:
+    limit = min(settings.max_tokens_limit or model.max_model_len, model.max_model_len)
+    if requested is not None and requested > limit:
+        raise bad_request(
+            f"'{param}' is {requested}, more than this server allows ({limit}; context length "
+            f"{model.max_model_len}, --max-tokens-limit {settings.max_tokens_limit}).",
+            param=param, code="max_tokens_too_large",
+        )
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

@@ -1,0 +1,189 @@
+"""POST /v1/completions: a raw prompt (text or token ids), for evaluation scripts.
+
+No chat format and no trimming: the prompt is sent as given (tokenised without BOS, as
+HuatuoGPT2 was trained). A list of prompts runs as one batch; choice `index` is
+`prompt_index * n + i`, as OpenAI numbers them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from vllm.utils.async_utils import merge_async_iterators
+
+from server.engine import ModelInfo
+from server.errors import APIError, bad_request, engine_failure, error_event
+from server.generation import guarded_outputs
+from server.lifecycle import Lifecycle
+from server.protocol import CompletionRequest
+from server.sampling import build_sampling_params
+from server.serving_common import (
+    DONE_EVENT,
+    FINISH_REASONS,
+    ServingResult,
+    check_max_tokens,
+    check_model,
+    sse,
+    usage,
+)
+from server.settings import ServeSettings
+from server.telemetry import RequestRecord
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+logger = logging.getLogger(__name__)
+MAX_BATCH = 64
+
+
+def completion_logprobs(completion, top: int, offset: int) -> dict:
+    tokens, token_logprobs, top_logprobs, text_offset = [], [], [], []
+    for token_id, candidates in zip(completion.token_ids, completion.logprobs or [],
+                                    strict=False):
+        chosen = candidates[token_id]
+        token = chosen.decoded_token or ""
+        tokens.append(token)
+        token_logprobs.append(chosen.logprob)
+        top_logprobs.append({(c.decoded_token or ""): c.logprob for c in candidates.values()
+                             if c.rank is not None and c.rank <= top})
+        text_offset.append(offset)
+        offset += len(token)
+    return {"tokens": tokens, "token_logprobs": token_logprobs,
+            "top_logprobs": top_logprobs, "text_offset": text_offset}
+
+
+class CompletionService:
+    def __init__(self, engine: AsyncLLM, model: ModelInfo, settings: ServeSettings,
+                 lifecycle: Lifecycle) -> None:
+        self.engine = engine
+        self.model = model
+        self.settings = settings
+        self.lifecycle = lifecycle
+
+    def _prompts(self, request: CompletionRequest) -> list[tuple[str | None, list[int]]]:
+        prompt = request.prompt
+        if isinstance(prompt, str):
+            items: list = [prompt]
+        elif prompt and all(isinstance(p, int) for p in prompt):
+            items = [prompt]
+        else:
+            items = list(prompt)
+        if not items or len(items) > MAX_BATCH:
+            raise bad_request(f"'prompt' must hold 1 to {MAX_BATCH} prompts.", param="prompt")
+        result = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                ids = self.model.encode(item)
+                result.append((item, ids))
+            else:
+                if any(t < 0 for t in item):
+                    raise bad_request(f"'prompt[{i}]' holds a negative token id.", "prompt")
+                result.append((None, list(item)))
+            if not result[-1][1]:
+                raise bad_request("'prompt' must not be empty.", param="prompt")
+        return result
+
+    async def create(self, request: CompletionRequest, record: RequestRecord) -> ServingResult:
+        check_model(request.model, self.model)
+        check_max_tokens(request.max_tokens, "max_tokens", self.model, self.settings)
+        prompts = self._prompts(request)
+        max_tokens = request.max_tokens or 16
+        longest = max(len(ids) for _, ids in prompts)
+        if longest + max_tokens > self.model.max_model_len:
+            raise bad_request(
+                f"The prompt has {longest} tokens and max_tokens is {max_tokens}: together more "
+                f"than the model's context length ({self.model.max_model_len}).",
+                param="prompt", code="context_length_exceeded",
+            )
+        top = request.logprobs
+        params = build_sampling_params(
+            request, defaults=self.model.generation_defaults, max_tokens=max_tokens,
+            stream=request.stream, logprobs=top,
+        )
+        record.prompt_tokens = sum(len(ids) for _, ids in prompts) * request.n
+        if self.settings.log_content:
+            record.prompt_text = "\n".join(text or str(ids) for text, ids in prompts)
+        streams = [
+            guarded_outputs(
+                self.engine, self.lifecycle, ids, params,
+                # One id for the whole batch: vLLM aborts all requests sharing it at once.
+                record.completion_id,
+                queue_timeout=self.settings.queue_timeout,
+                idle_timeout=self.settings.stream_idle_timeout,
+            )
+            for _, ids in prompts
+        ]
+        merged = merge_async_iterators(*streams)
+        texts = [text for text, _ in prompts]
+        if request.stream:
+            return ServingResult(stream=self._stream(request, merged, record, texts))
+        return ServingResult(body=await self._complete(request, merged, record, texts))
+
+    def _choice_text(self, request: CompletionRequest, prompt_text: str | None, text: str) -> str:
+        return (prompt_text or "") + text if request.echo else text
+
+    async def _complete(self, request: CompletionRequest, merged: AsyncIterator,
+                        record: RequestRecord, texts: list[str | None]) -> dict:
+        finals: dict[int, object] = {}
+        async for prompt_index, output in merged:
+            finals[prompt_index] = output
+        choices = []
+        for prompt_index in sorted(finals):
+            for completion in finals[prompt_index].outputs:
+                record.mark_tokens(len(completion.token_ids))
+                finish = FINISH_REASONS.get(completion.finish_reason or "", "stop")
+                record.finish_reasons.append(finish)
+                offset = len(texts[prompt_index] or "") if request.echo else 0
+                choices.append({
+                    "index": prompt_index * request.n + completion.index,
+                    "text": self._choice_text(request, texts[prompt_index], completion.text),
+                    "logprobs": (completion_logprobs(completion, request.logprobs, offset)
+                                 if request.logprobs is not None else None),
+                    "finish_reason": finish,
+                })
+        if self.settings.log_content:
+            record.completion_text = "\n".join(c["text"] for c in choices)
+        return {"id": record.completion_id, "object": "text_completion",
+                "created": int(time.time()), "model": self.model.name, "choices": choices,
+                "usage": usage(record.prompt_tokens, record.completion_tokens)}
+
+    async def _stream(self, request: CompletionRequest, merged: AsyncIterator,
+                      record: RequestRecord, texts: list[str | None]) -> AsyncIterator[str]:
+        base = {"id": record.completion_id, "object": "text_completion",
+                "created": int(time.time()), "model": self.model.name}
+        echoed: set[int] = set()
+        try:
+            async for prompt_index, output in merged:
+                for completion in output.outputs:
+                    record.mark_tokens(len(completion.token_ids))
+                    index = prompt_index * request.n + completion.index
+                    text = completion.text
+                    if request.echo and index not in echoed:
+                        echoed.add(index)
+                        text = (texts[prompt_index] or "") + text
+                    finish = None
+                    if completion.finish_reason is not None:
+                        finish = FINISH_REASONS.get(completion.finish_reason, "stop")
+                        record.finish_reasons.append(finish)
+                    if not text and finish is None:
+                        continue
+                    yield sse({**base, "choices": [{
+                        "index": index, "text": text,
+                        "logprobs": (completion_logprobs(completion, request.logprobs, 0)
+                                     if request.logprobs is not None else None),
+                        "finish_reason": finish}]})
+            if request.stream_options and request.stream_options.include_usage:
+                yield sse({**base, "choices": [],
+                           "usage": usage(record.prompt_tokens, record.completion_tokens)})
+        except APIError as exc:
+            record.stream_error = exc.code or exc.type
+            yield error_event(exc)
+        except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
+            logger.exception("Completion stream %s failed", record.request_id)
+            error = engine_failure(exc)
+            record.stream_error = error.code
+            yield error_event(error)
+        yield DONE_EVENT

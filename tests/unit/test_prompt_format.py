@@ -1,0 +1,179 @@
+"""The HuatuoGPT2 prompt format, byte-exact with upstream, and its validation and trimming."""
+
+from __future__ import annotations
+
+import jinja2
+import jinja2.ext
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from server.prompt_format import (
+    CHAT_TEMPLATE,
+    Conversation,
+    PromptError,
+    Round,
+    SystemPolicy,
+    fit_to_context,
+    generate_prompt,
+    parse_messages,
+    render,
+)
+
+
+def upstream_generate_prompt(query: str, history: list[tuple[str, str]]) -> str:
+    """HuatuoGPT-II's cli_demo `generate_prompt`, reproduced as published."""
+    if not history:
+        return "<问>：{}\n<答>：".format(query)
+    prompt = ""
+    for old_query, response in history:
+        prompt += "<问>：{}\n<答>：{}\n".format(old_query, response)
+    prompt += "<问>：{}\n<答>：".format(query)
+    return prompt
+
+
+MESSAGES = [
+    "我最近总是头痛，应该怎么办？",
+    "What should I do about a persistent cough?",
+    "",
+    " ",
+    "\n",
+    "血压 140/90 mmHg，需要吃药吗？ Is that high?",
+    "长" * 3000,
+    "emoji 🩺💊 and rare 𠀀 characters",
+]
+
+
+def conversations(turns: int):
+    """40 conversations of `turns` rounds drawing every message in every position."""
+    for start in range(40):
+        combo = [MESSAGES[(start + 3 * k) % len(MESSAGES)] for k in range(2 * turns - 1)]
+        history = [(combo[2 * i], combo[2 * i + 1]) for i in range(turns - 1)]
+        yield combo[-1], history
+
+
+def as_messages(query: str, history: list[tuple[str, str]]) -> list[dict]:
+    messages = []
+    for q, a in history:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return messages + [{"role": "user", "content": query}]
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 4, 5])
+def test_render_is_byte_identical_to_upstream(turns: int) -> None:
+    checked = 0
+    for query, history in conversations(turns):
+        expected = upstream_generate_prompt(query, history).encode()
+        assert generate_prompt(query, history).encode() == expected
+        assert render(parse_messages(as_messages(query, history))).encode() == expected
+        checked += 1
+    assert checked > 0
+
+
+def test_format_details() -> None:
+    prompt = generate_prompt("问题", [("你好", "您好")])
+    assert prompt == "<问>：你好\n<答>：您好\n<问>：问题\n<答>："
+    assert "\uff1a" in prompt and ":" not in prompt  # the FULL-WIDTH colon
+    assert not prompt.startswith("<s>")
+
+
+def _jinja(messages: list[dict]) -> str:
+    # The environment transformers uses to render chat templates.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.TemplateError(message)
+
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True)
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 5])
+def test_chat_template_matches_prompt_module(turns: int) -> None:
+    for query, history in conversations(turns):
+        messages = as_messages(query, history)
+        assert _jinja(messages) == render(parse_messages(messages))
+        with_system = [{"role": "system", "content": "你是一名医生。"}, *messages]
+        assert _jinja(with_system) == render(parse_messages(with_system))
+
+
+def test_text_parts_are_joined_like_the_template() -> None:
+    messages = [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                             {"type": "text", "text": "b"}]}]
+    assert render(parse_messages(messages)) == "<问>：a\nb\n<答>："
+    assert _jinja(messages) == render(parse_messages(messages))
+
+
+def test_system_merge_puts_text_before_first_user_message() -> None:
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"},
+                {"role": "user", "content": "Q2"}]
+    assert render(parse_messages(messages)) == (
+        "<问>：Be brief.\nQ1\n<答>：A1\n<问>：Q2\n<答>："
+    )
+
+
+def test_system_reject_policy() -> None:
+    with pytest.raises(PromptError) as info:
+        parse_messages([{"role": "system", "content": "x"}, {"role": "user", "content": "y"}],
+                       SystemPolicy.REJECT)
+    assert info.value.param == "messages[0].role"
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([], "messages"),
+        ([{"role": "assistant", "content": "a"}], "messages[0].role"),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+         "messages[1].role"),
+        ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "messages"),
+        ([{"role": "tool", "content": "a"}], "messages[0].role"),
+        ([{"role": "user", "content": 3}], "messages[0].content"),
+        ([{"role": "user", "content": None}], "messages[0].content"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+         "messages[0].content[0]"),
+        ([{"role": "user", "content": [{"type": "text", "text": 5}]}],
+         "messages[0].content[0].text"),
+        (["hello"], "messages[0]"),
+        ([{"role": "user", "content": "a"}, {"role": "system", "content": "late"},
+          {"role": "user", "content": "b"}], "messages[1].role"),
+    ],
+)
+def test_invalid_messages_name_the_field(messages: list, param: str) -> None:
+    with pytest.raises(PromptError) as info:
+        parse_messages(messages)
+    assert info.value.param == param
+
+
+def char_encode(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+def test_fit_keeps_everything_when_it_fits() -> None:
+    conversation = Conversation(None, (Round("a", "b"), Round("c")))
+    fitted = fit_to_context(conversation, char_encode, 1000)
+    assert fitted.trimmed_rounds == 0
+    assert fitted.text == render(conversation)
+    assert fitted.token_ids == char_encode(fitted.text)
+
+
+def test_fit_drops_whole_oldest_rounds() -> None:
+    rounds = (Round("q1" * 20, "a1" * 20), Round("q2" * 20, "a2" * 20), Round("q3"))
+    conversation = Conversation("sys", rounds)
+    last_two = render(Conversation("sys", rounds[1:]))
+    fitted = fit_to_context(conversation, char_encode, len(last_two))
+    assert fitted.trimmed_rounds == 1
+    assert fitted.text == last_two
+    assert fitted.text.startswith("<问>：sys\nq2")  # the system text survives trimming
+    only_last = fit_to_context(conversation, char_encode, len(last_two) - 1)
+    assert only_last.trimmed_rounds == 2
+    assert only_last.text == "<问>：sys\nq3\n<答>："
+
+
+def test_fit_refuses_when_last_message_alone_is_too_long() -> None:
+    conversation = Conversation(None, (Round("x" * 100),))
+    with pytest.raises(PromptError) as info:
+        fit_to_context(conversation, char_encode, 50)
+    assert info.value.code == "context_length_exceeded"
+    assert info.value.param == "messages"
