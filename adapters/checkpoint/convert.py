@@ -1,0 +1,237 @@
+"""The conversion pipeline: plan, stream the tensors, tokenizer, metadata, manifest, publish.
+
+Everything is written into a hidden staging directory next to DST and renamed into place only
+at the very end, so an interrupted or failed run never leaves a half-written DST (a killed
+process leaves at most the hidden staging directory, which the next run removes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from adapters.checkpoint.detect import plan_conversion, read_config
+from adapters.checkpoint.errors import ConversionError
+from adapters.checkpoint.io import OutputTensor, SourceCheckpoint, plan_shards, write_shards
+from adapters.checkpoint.manifest import BackgroundHasher, source_files_record, write_manifest
+from adapters.checkpoint.plan import Plan, Rule
+from adapters.checkpoint.tokenizer import convert_tokenizer
+
+logger = logging.getLogger("huatuo.convert")
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DEFAULT_SHARD_BYTES = 5 * 10**9
+# Tokenizer files of a source that already has a fast tokenizer (Llama layout).
+FAST_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+STAGING_PREFIX = ".huatuo-convert-"
+
+
+@dataclass(frozen=True)
+class Options:
+    dtype: str = "auto"
+    force: bool = False
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    verify: bool = False
+    progress: bool = True
+    hash_sources: bool = True
+
+
+def source_dtype(source: SourceCheckpoint) -> torch.dtype:
+    """The floating dtype holding most of the bytes (published checkpoints use one)."""
+    sizes: dict[torch.dtype, int] = {}
+    for info in source.tensors.values():
+        if info.dtype.is_floating_point:
+            sizes[info.dtype] = sizes.get(info.dtype, 0) + info.nbytes
+    if not sizes:
+        raise ConversionError(f"{source.directory}: no floating-point tensors found.")
+    return max(sizes, key=sizes.__getitem__)
+
+
+def _target_dtype(name: str, source: SourceCheckpoint, plan: Plan) -> torch.dtype:
+    if name == "auto":
+        # GPTQ kernels take float16 scales and activations.
+        return torch.float16 if plan.quantization else source_dtype(source)
+    if name not in DTYPES:
+        raise ConversionError(f"--dtype {name!r}: choose auto, {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+class RuleRunner:
+    """Produces output tensors rule by rule, keeping only the current rule's outputs."""
+
+    def __init__(self, source: SourceCheckpoint, plan: Plan, target: torch.dtype) -> None:
+        self.source = source
+        self.target = target
+        self.rule_of = {name: rule for rule in plan.rules for name in rule.outputs}
+        self._current: tuple[int, dict[str, torch.Tensor]] | None = None
+
+    def out_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return self.target if dtype.is_floating_point else dtype
+
+    def outputs(self, plan: Plan) -> list[OutputTensor]:
+        return [
+            OutputTensor(name, self.out_dtype(dtype), tuple(shape))
+            for rule in plan.rules
+            for name, shape, dtype in zip(rule.outputs, rule.shapes, rule.dtypes, strict=True)
+        ]
+
+    def produce(self, spec: OutputTensor) -> torch.Tensor:
+        rule: Rule = self.rule_of[spec.name]
+        if self._current is None or self._current[0] != id(rule):
+            self._current = None  # free the previous rule's tensors first
+            inputs = [self.source.load(name) for name in rule.inputs]
+            results = rule.transform(inputs)
+            self._current = (id(rule), dict(zip(rule.outputs, results, strict=True)))
+        tensor = self._current[1].pop(spec.name)
+        if tensor.dtype.is_floating_point and tensor.dtype != spec.dtype:
+            tensor = tensor.to(spec.dtype)
+        return tensor
+
+
+def check_destination(dst: Path, src: Path, force: bool) -> None:
+    if dst.resolve() == src.resolve():
+        raise ConversionError(f"DST {dst} is the source directory; choose another directory.")
+    if dst.exists() and not dst.is_dir():
+        raise ConversionError(f"DST {dst} exists and is not a directory.")
+    if dst.is_dir() and any(dst.iterdir()) and not force:
+        raise ConversionError(
+            f"DST {dst} exists and is not empty; pass --force to replace it (the old content "
+            "is removed only after the new conversion has succeeded)."
+        )
+
+
+def _clean_stale_staging(parent: Path, name: str) -> None:
+    for stale in parent.glob(f"{STAGING_PREFIX}{name}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_tokenizer(src: Path, out: Path, llama_config: dict, layout: str) -> dict:
+    max_len = int(llama_config.get("max_position_embeddings", 4096))
+    if (src / "tokenizer.model").exists() and (layout != "llama"
+                                               or not (src / "tokenizer.json").exists()):
+        return convert_tokenizer(src / "tokenizer.model", out,
+                                 pad_token_id=int(llama_config.get("pad_token_id") or 0),
+                                 model_max_length=max_len)
+    if (src / "tokenizer.json").exists():
+        for name in FAST_TOKENIZER_FILES:
+            if (src / name).exists():
+                shutil.copy2(src / name, out / name)
+        return {"source": "tokenizer.json", "copied": True}
+    raise ConversionError(
+        f"{src}: no tokenizer found (expected tokenizer.model from the published checkpoint, "
+        "or a fast tokenizer.json)."
+    )
+
+
+def _write_metadata(out: Path, plan: Plan, target: torch.dtype) -> None:
+    from server.checkpoint_metadata import add_chat_template, write_generation_config
+
+    config = {**plan.llama_config, "torch_dtype": str(target).removeprefix("torch.")}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    eos = config.get("eos_token_id", 2)
+    write_generation_config(out, eos_token_id=eos)
+    add_chat_template(out)
+    if plan.quantization is not None:
+        (out / "quantize_config.json").write_text(json.dumps(plan.quantization, indent=2) + "\n")
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                desc="converting", disable=not enabled, mininterval=1.0)
+
+
+def convert(src: Path, dst: Path, options: Options = Options()) -> dict:
+    """Convert the checkpoint in `src` into a Llama-layout checkpoint in `dst`; returns the
+    manifest. Raises ConversionError (with file and tensor names) for bad inputs."""
+    src, dst = Path(src), Path(dst)
+    read_config(src)  # a clear error before anything else when the source is not a checkpoint
+    check_destination(dst, src, options.force)
+    started = time.monotonic()
+    source = SourceCheckpoint(src)
+    plan = plan_conversion(src, source)
+    target = _target_dtype(options.dtype, source, plan)
+    runner = RuleRunner(source, plan, target)
+    outputs = runner.outputs(plan)
+    shards = plan_shards(outputs, options.shard_bytes)
+    logger.info("Converting %s (%s layout, %d tensors, %.2f GB) into %s as %s.", src,
+                plan.layout, len(source.tensors), source.total_bytes / 1e9, dst,
+                str(target).removeprefix("torch."))
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_staging(dst.parent, dst.name)
+    staging = dst.parent / f"{STAGING_PREFIX}{dst.name}-{os.getpid()}"
+    staging.mkdir()
+    hasher = BackgroundHasher(source.files) if options.hash_sources else None
+    try:
+        with _progress(sum(t.nbytes for t in outputs), options.progress) as bar:
+            files = write_shards(staging, shards, runner.produce,
+                                 on_tensor=lambda t: bar.update(t.nbytes))
+        source.close()
+        tokenizer = _write_tokenizer(src, staging, plan.llama_config, plan.layout)
+        _write_metadata(staging, plan, target)
+        verification = None
+        if options.verify:
+            from adapters.checkpoint.verify import verify_conversion
+
+            verification = verify_conversion(src, staging)
+        hashes = hasher.result() if hasher else {}
+        manifest = write_manifest(
+            staging,
+            source={"path": str(src.resolve()), "layout": plan.layout,
+                    "architecture": (read_config(src).get("architectures") or ["?"])[0],
+                    "dtype": str(source_dtype(source)).removeprefix("torch."),
+                    "files": source_files_record(src, hashes) if hasher else []},
+            output={"dtype": str(target).removeprefix("torch."), "files": files,
+                    "tensors": len(outputs), "bytes": sum(t.nbytes for t in outputs)},
+            transformations=plan.transformations
+            + ([f"cast floating tensors to {str(target).removeprefix('torch.')}"]
+               if any(i.dtype.is_floating_point and i.dtype != target
+                      for i in source.tensors.values()) else [])
+            + ["tokenizer: " + ("copied" if tokenizer.get("copied")
+                                else "SentencePiece -> fast tokenizer.json (identical ids)"),
+               "serving metadata: HuatuoGPT2 chat_template, generation_config.json"],
+            dropped_tensors=plan.dropped,
+            quantization=plan.quantization,
+            tokenizer=tokenizer,
+            verification=verification,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        _publish(staging, dst)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("Wrote %s (%d shards) in %.1f s.", dst, len(files), time.monotonic() - started)
+    return manifest
+
+
+def _publish(staging: Path, dst: Path) -> None:
+    """Swap the finished staging directory into place; an old DST goes only after that."""
+    if dst.exists():
+        old = dst.parent / f"{STAGING_PREFIX}{dst.name}-old-{os.getpid()}"
+        os.replace(dst, old)
+        os.replace(staging, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, dst)
