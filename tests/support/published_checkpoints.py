@@ -204,7 +204,8 @@ def build_baichuan2_7b(directory: Path, *, hidden: int = 128, heads: int = 2, la
         "tokenizer_class": "BaichuanTokenizer", "add_bos_token": False, "add_eos_token": False,
         "auto_map": {"AutoTokenizer": ["tokenization_baichuan.BaichuanTokenizer", None]},
         "model_max_length": 4096, "use_fast": False}, indent=2))
-    (directory / "tokenization_baichuan.py").write_text("# remote code (not needed after conversion)\n")
+    # Remote code ships next to the weights; the conversion does not need it.
+    (directory / "tokenization_baichuan.py").write_text("# remote code\n")
     gen = torch.Generator().manual_seed(seed)
     raw = _random_layers(gen, layers, hidden, inter, hidden, hidden)
     tensors: dict[str, torch.Tensor] = {
