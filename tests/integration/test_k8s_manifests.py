@@ -1,0 +1,679 @@
+"""Kubernetes manifests: every overlay built with the real `kubectl kustomize`, every object
+validated against the Kubernetes schemas of a pinned version, and the facts the serving stack
+depends on asserted on the built objects (not on the source YAML).
+
+Flags and environment variables are checked against `huatuo serve --help`, settings are parsed
+by the server's own argument parser, and probe / metrics paths are requested from the real
+FastAPI app (over a stand-in engine) configured exactly as the manifests configure the pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import all_versions, major_minor
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "k8s"
+BIN = Path(sys.executable).parent
+KUBECTL = BIN / "kubectl"
+
+# The Kubernetes release the manifests are validated against (kubernetes-validate ships its
+# schemas in the package: no network). 1.34 is the oldest release the manifests target.
+K8S_VERSION = "1.34.0"
+
+# overlay -> (GPUs per replica = tensor parallel size, attention heads, KV heads)
+OVERLAYS = {
+    "huatuogpt2-7b": (1, 32, 32),
+    "huatuogpt2-34b": (2, 56, 8),
+    "huatuogpt2-34b-40gb": (4, 56, 8),
+}
+# Published checkpoint load time budget: the startup probe must allow at least this long.
+MIN_STARTUP_SECONDS = {"huatuogpt2-7b": 600, "huatuogpt2-34b": 1200, "huatuogpt2-34b-40gb": 1200}
+
+# Custom resources are not in the core schemas. These are hand-written subsets of the published
+# CRDs' openAPIV3Schema (KEDA keda.sh/v1alpha1 ScaledObject, Prometheus Operator
+# monitoring.coreos.com/v1 ServiceMonitor): the CRDs' required fields and types, strict
+# (additionalProperties: false) on every object we use, so a misspelt field fails.
+_LABEL_SELECTOR = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "matchExpressions": {"type": "array"},
+    },
+}
+_METADATA = {
+    "type": "object", "required": ["name"],
+    "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+                   "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                   "annotations": {"type": "object", "additionalProperties": {"type": "string"}}},
+}
+SCALED_OBJECT_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        "kind": {"const": "ScaledObject"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object", "required": ["scaleTargetRef", "triggers"],
+            "additionalProperties": False,
+            "properties": {
+                "scaleTargetRef": {
+                    "type": "object", "required": ["name"], "additionalProperties": False,
+                    "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                                   "name": {"type": "string"},
+                                   "envSourceContainerName": {"type": "string"}},
+                },
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "idleReplicaCount": {"type": "integer"},
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "initialCooldownPeriod": {"type": "integer"},
+                "fallback": {"type": "object"},
+                "advanced": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {
+                        "restoreToOriginalReplicaCount": {"type": "boolean"},
+                        "scalingModifiers": {"type": "object"},
+                        "horizontalPodAutoscalerConfig": {
+                            "type": "object", "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string"},
+                                # autoscaling/v2 HorizontalPodAutoscalerBehavior
+                                "behavior": {"$ref": "#/$defs/hpaBehavior"},
+                            },
+                        },
+                    },
+                },
+                "triggers": {
+                    "type": "array", "minItems": 1,
+                    "items": {
+                        "type": "object", "required": ["type", "metadata"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": {"type": "string"},
+                            "name": {"type": "string"},
+                            "useCachedMetrics": {"type": "boolean"},
+                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                            "metadata": {"type": "object",
+                                         "additionalProperties": {"type": "string"}},
+                            "authenticationRef": {"type": "object"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object", "required": ["selector"], "additionalProperties": False,
+            "properties": {
+                "selector": _LABEL_SELECTOR,
+                "namespaceSelector": {"type": "object"},
+                "jobLabel": {"type": "string"},
+                "endpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object", "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "targetPort": {"type": ["string", "integer"]},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": {"type": "string", "pattern": r"^(0|(\d+(ms|s|m|h))+)$"},
+                            "scrapeTimeout": {"type": "string",
+                                              "pattern": r"^(0|(\d+(ms|s|m|h))+)$"},
+                            "honorLabels": {"type": "boolean"},
+                            "authorization": {
+                                "type": "object", "additionalProperties": False,
+                                "properties": {
+                                    "type": {"type": "string"},
+                                    "credentials": {
+                                        "type": "object", "required": ["key"],
+                                        "additionalProperties": False,
+                                        "properties": {"name": {"type": "string"},
+                                                       "key": {"type": "string"},
+                                                       "optional": {"type": "boolean"}},
+                                    },
+                                },
+                            },
+                            "relabelings": {"type": "array"},
+                            "metricRelabelings": {"type": "array"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _with_hpa_behavior(schema: dict) -> dict:
+    """Borrow autoscaling/v2's HPA behavior schema from the pinned Kubernetes definitions."""
+    behavior = {"$ref": "https://kubernetes.io/api/_definitions.json#/$defs/"
+                        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerBehavior"}
+    return {**schema, "$defs": {"hpaBehavior": behavior}}
+
+
+@dataclass
+class Built:
+    name: str
+    objects: list[dict]
+
+    def one(self, kind: str, name: str | None = None) -> dict:
+        found = [o for o in self.objects if o["kind"] == kind
+                 and (name is None or o["metadata"]["name"] == name)]
+        assert len(found) == 1, f"{self.name}: expected one {kind} {name or ''}, got {len(found)}"
+        return found[0]
+
+    def all(self, kind: str) -> list[dict]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    @property
+    def deployment(self) -> dict:
+        return self.one("Deployment", "huatuo-serve")
+
+    @property
+    def pod(self) -> dict:
+        return self.deployment["spec"]["template"]["spec"]
+
+    @property
+    def server(self) -> dict:
+        (container,) = [c for c in self.pod["containers"] if c["name"] == "server"]
+        return container
+
+    def config(self, prefix: str) -> dict[str, str]:
+        (cm,) = [o for o in self.all("ConfigMap") if o["metadata"]["name"].startswith(prefix)]
+        return cm["data"]
+
+    @property
+    def serve_env(self) -> dict[str, str]:
+        return self.config("huatuo-serve-settings")
+
+
+def kustomize(path: Path) -> list[dict]:
+    out = subprocess.run([str(KUBECTL), "kustomize", str(path)], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@functools.cache
+def _build(name: str) -> Built:
+    return Built(name, kustomize(K8S / "overlays" / name))
+
+
+def fresh(name: str) -> Built:
+    """A copy of a built overlay that a test may modify."""
+    return Built(name, copy.deepcopy(_build(name).objects))
+
+
+@pytest.fixture(params=sorted(OVERLAYS))
+def built(request: pytest.FixtureRequest) -> Built:
+    return fresh(request.param)
+
+
+# --- huatuo serve --help ---------------------------------------------------------------------
+
+@functools.cache
+def _help(command: str) -> str:
+    return subprocess.run([sys.executable, "-m", "server.cli", command, "--help"], cwd=REPO,
+                          check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+@pytest.fixture
+def serve_help() -> str:
+    return _help("serve")
+
+
+def help_flags(text: str) -> set[str]:
+    # Flags are declared in the usage block and the option list; both start with "--".
+    return set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", text))
+
+
+def help_env_vars(text: str) -> set[str]:
+    # argparse wraps lines, so rejoin words before looking for HUATUO_* names.
+    return set(re.findall(r"\bHUATUO_[A-Z0-9_]+\b", " ".join(text.split())))
+
+
+def serve_namespace(built: Built, monkeypatch: pytest.MonkeyPatch,
+                    **overrides: str) -> argparse.Namespace:
+    """The pod's effective `huatuo serve` arguments: its ConfigMap environment (plus
+    `overrides`) and its args, parsed by the server's own parser (which rejects bad values)."""
+    from server.settings import add_serve_arguments
+
+    for key in [k for k in os.environ if k.startswith("HUATUO_")]:
+        monkeypatch.delenv(key)
+    for key, value in {**built.serve_env, **overrides}.items():
+        monkeypatch.setenv(key, value)
+    parser = argparse.ArgumentParser(prog="huatuo serve", exit_on_error=False)
+    add_serve_arguments(parser)
+    assert built.server["command"] == ["huatuo", "serve"]
+    return parser.parse_args(built.server.get("args", []))
+
+
+# --- schemas -----------------------------------------------------------------------------------
+
+def test_pinned_kubernetes_version_has_shipped_schemas() -> None:
+    # kubernetes-validate silently falls back to an older schema set when the asked-for one is
+    # missing; make sure the pinned one is really there.
+    assert major_minor(K8S_VERSION) in {major_minor(v) for v in all_versions()}
+
+
+def _validate(obj: dict) -> None:
+    if obj["kind"] == "ScaledObject":
+        schema_dir = (Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+                      / f"v{K8S_VERSION}-local-strict")
+        registry = _definitions_registry(schema_dir)
+        jsonschema.Draft202012Validator(_with_hpa_behavior(SCALED_OBJECT_SCHEMA),
+                                        registry=registry).validate(obj)
+    elif obj["kind"] == "ServiceMonitor":
+        jsonschema.Draft202012Validator(SERVICE_MONITOR_SCHEMA).validate(obj)
+    else:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def _definitions_registry(schema_dir: Path):
+    import json
+
+    from referencing import Registry, Resource
+
+    # The definitions carry their own $id (https://kubernetes.io/api/_definitions.json).
+    definitions = json.loads((schema_dir / "_definitions.json").read_text())
+    return Resource.from_contents(definitions) @ Registry()
+
+
+def test_every_object_validates_against_pinned_schemas(built: Built) -> None:
+    kinds = sorted({o["kind"] for o in built.objects})
+    assert kinds == sorted([
+        "ConfigMap", "Deployment", "Job", "Namespace", "NetworkPolicy",
+        "PersistentVolumeClaim", "PodDisruptionBudget", "ScaledObject", "Secret", "Service",
+        "ServiceAccount", "ServiceMonitor"])
+    for obj in built.objects:
+        _validate(obj)
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda o: o["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={}),
+    lambda o: o["spec"]["template"]["spec"].update(terminationGracePeriodSeconds="180"),
+], ids=["misspelt-field", "wrong-type"])
+def test_validation_rejects_a_broken_deployment(break_it) -> None:
+    """The schema check is not vacuous: strict validation catches typos and wrong types."""
+    deployment = fresh("huatuogpt2-7b").deployment
+    break_it(deployment)
+    with pytest.raises(jsonschema.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("kind,break_it", [
+    ("ScaledObject", lambda o: o["spec"]["triggers"][0].update(metricTyp="Value")),
+    ("ScaledObject", lambda o: o["spec"].pop("scaleTargetRef")),
+    ("ScaledObject", lambda o: o["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+     ["scaleDown"].update(stabilizationWindowSecond=900)),
+    ("ServiceMonitor", lambda o: o["spec"]["endpoints"][0].update(interval="15 seconds")),
+    ("ServiceMonitor", lambda o: o["spec"].pop("selector")),
+])
+def test_crd_schemas_reject_broken_objects(kind: str, break_it) -> None:
+    obj = fresh("huatuogpt2-7b").one(kind)
+    _validate(copy.deepcopy(obj))
+    break_it(obj)
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(obj)
+
+
+# --- GPUs, tensor parallelism, memory -------------------------------------------------------
+
+def test_tensor_parallel_size_equals_gpu_count(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gpus, heads, kv_heads = OVERLAYS[built.name]
+    args = serve_namespace(built, monkeypatch)
+    resources = built.server["resources"]
+    assert int(resources["limits"]["nvidia.com/gpu"]) == gpus
+    assert int(resources["requests"]["nvidia.com/gpu"]) == gpus
+    assert args.tensor_parallel_size == gpus
+    assert args.pipeline_parallel_size == 1  # one pod is one node
+    # vLLM shards attention heads and KV heads evenly over the tensor-parallel ranks.
+    assert heads % gpus == 0 and kv_heads % gpus == 0
+    # Only the server container asks for GPUs.
+    others = [c for c in built.pod["containers"] + built.pod.get("initContainers", [])
+              if c["name"] != "server"]
+    assert all("nvidia.com/gpu" not in str(c.get("resources")) for c in others)
+
+
+def _quantity_bytes(value: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)?", str(value))
+    assert match, value
+    return int(match[1]) * units.get(match[2] or "", 1)
+
+
+def test_dev_shm_is_a_memory_emptydir_sized_for_tensor_parallel(built: Built) -> None:
+    gpus = OVERLAYS[built.name][0]
+    (mount,) = [m for m in built.server["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    (volume,) = [v for v in built.pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    shm = _quantity_bytes(volume["emptyDir"]["sizeLimit"])
+    limit = _quantity_bytes(built.server["resources"]["limits"]["memory"])
+    if gpus > 1:
+        # Far above the 64 MiB container default; grows with the number of TP workers.
+        assert shm >= 4 * gpus // 2 * 2**30
+    # Memory-backed emptyDir counts against the container's memory limit: leave room.
+    assert limit - shm >= 24 * 2**30
+
+
+def test_gpu_nodes_are_selected_and_tolerated(built: Built) -> None:
+    pod = built.pod
+    assert pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+    assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule"
+               for t in pod["tolerations"])
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    (expr,) = terms["nodeSelectorTerms"][0]["matchExpressions"]
+    assert expr["key"] == "nvidia.com/gpu.memory" and expr["operator"] == "Gt"
+    min_mib = int(expr["values"][0])
+    # 34B at TP 2 needs the 80 GB class; the other overlays the 40 GB class.
+    assert min_mib > (79000 if built.name == "huatuogpt2-34b" else 39000) - 1
+
+
+# --- huatuo serve flags, settings, probes ------------------------------------------------------
+
+def test_every_flag_and_setting_passed_to_serve_exists(
+    built: Built, serve_help: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags, env_vars = help_flags(serve_help), help_env_vars(serve_help)
+    assert {"--tensor-parallel-size", "--host", "--port"} <= flags  # the help parsed at all
+    passed = [a.split("=")[0] for a in built.server["args"] if a.startswith("--")]
+    assert passed and set(passed) <= flags, set(passed) - flags
+    settings = {k for k in built.serve_env if k.startswith("HUATUO_")}
+    settings |= {e["name"] for e in built.server.get("env", []) if e["name"].startswith("HUATUO_")}
+    assert settings <= env_vars, settings - env_vars
+    # ... and the server's own parser accepts every value.
+    args = serve_namespace(built, monkeypatch)
+    assert args.host == "0.0.0.0"
+    assert args.model == built.serve_env["HUATUO_MODEL"]
+
+
+def test_container_port_matches_serve_port(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = serve_namespace(built, monkeypatch)
+    (port,) = built.server["ports"]
+    assert port["name"] == "http" and port["containerPort"] == args.port
+    service = built.one("Service", "huatuo-serve")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+
+
+class _StandInEngine:
+    """What build_app touches of vLLM's AsyncLLM for /health and /metrics."""
+
+    errored = False
+
+    async def check_health(self) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+
+def test_probes_and_scrape_hit_real_routes_with_the_pod_settings(
+    built: Built, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Build the real app with the pod's settings (API keys from the Secret included) and
+    request exactly what the kubelet and Prometheus will request."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from server.app import build_app
+    from server.engine import ModelInfo
+    from server.settings import settings_from_args
+
+    secret = built.one("Secret")["data"]
+    keys_file = tmp_path / "keys"
+    keys_file.write_bytes(base64.b64decode(secret["keys"]))
+    # The Secret's `keys` item as the pod mounts it, at a path of this machine.
+    mounted = built.serve_env["HUATUO_API_KEY_FILE"]
+    (keys_mount,) = [m for m in built.server["volumeMounts"]
+                     if mounted.startswith(m["mountPath"] + "/")]
+    (keys_volume,) = [v for v in built.pod["volumes"] if v["name"] == keys_mount["name"]]
+    (item,) = keys_volume["secret"]["items"]
+    assert mounted == f"{keys_mount['mountPath']}/{item['path']}"
+    keys_file.write_bytes(base64.b64decode(secret[item["key"]]))
+    # The scraper's key, given to the server as the pod gives it.
+    (keys_env,) = [e for e in built.server["env"] if e["name"] == "HUATUO_API_KEYS"]
+    metrics_key_ref = keys_env["valueFrom"]["secretKeyRef"]
+    metrics_key = base64.b64decode(secret[metrics_key_ref["key"]]).decode()
+    args = serve_namespace(built, monkeypatch, HUATUO_API_KEY_FILE=str(keys_file),
+                           HUATUO_API_KEYS=metrics_key)
+    settings = settings_from_args(args)
+    assert settings.api_keys, "the pod must require API keys"
+
+    model = ModelInfo(name=settings.model_name, root=settings.model or "", max_model_len=4096,
+                      encode=lambda text: [1] * len(text))
+    app = build_app(settings, _StandInEngine(), model)
+    with TestClient(app) as client:
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            get = built.server[probe]["httpGet"]
+            assert get["port"] == "http"
+            # The kubelet sends no credentials: the probe route must answer without a key.
+            assert client.get(get["path"]).status_code == 200, probe
+        monitor = built.one("ServiceMonitor")
+        (endpoint,) = monitor["spec"]["endpoints"]
+        credentials = endpoint["authorization"]["credentials"]
+        assert credentials["name"] == built.one("Secret")["metadata"]["name"]
+        assert credentials["key"] == metrics_key_ref["key"]
+        scraped = client.get(endpoint["path"], headers={"Authorization": f"Bearer {metrics_key}"})
+        assert scraped.status_code == 200
+        assert client.get(endpoint["path"]).status_code == 401  # the key is really needed
+
+
+def test_probe_budgets(built: Built) -> None:
+    startup = built.server["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= MIN_STARTUP_SECONDS[built.name]
+    live = built.server["livenessProbe"]
+    # A busy engine answers /health late; don't restart it after one slow answer.
+    assert live["failureThreshold"] >= 3 and live["timeoutSeconds"] >= 5
+
+
+def test_termination_grace_exceeds_prestop_plus_shutdown_timeout(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = serve_namespace(built, monkeypatch)
+    command = built.server["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop = float(command[1])
+    grace = built.pod["terminationGracePeriodSeconds"]
+    assert grace > pre_stop + args.shutdown_timeout, (grace, pre_stop, args.shutdown_timeout)
+    assert args.shutdown_timeout >= 60  # long answers (2048 tokens) get to finish
+
+
+# --- images and security -----------------------------------------------------------------------
+
+def _pod_specs(built: Built) -> list[dict]:
+    return [o["spec"]["template"]["spec"] for o in built.objects
+            if o["kind"] in ("Deployment", "Job")]
+
+
+def _containers(built: Built) -> list[dict]:
+    return [c for spec in _pod_specs(built)
+            for c in spec["containers"] + spec.get("initContainers", [])]
+
+
+def test_images_are_pinned(built: Built) -> None:
+    images = {c["image"] for c in _containers(built)}
+    assert images
+    for image in images:
+        name, _, digest = image.partition("@")
+        tag = name.rsplit("/", 1)[-1].partition(":")[2]
+        assert digest.startswith("sha256:") or re.fullmatch(r"\d+\.\d+\.\d+[\w.-]*", tag), image
+        assert tag != "latest", image
+
+
+def test_containers_run_non_root_under_the_restricted_profile(built: Built) -> None:
+    namespace = built.one("Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for spec in _pod_specs(built):
+        context = spec["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] > 0
+        assert context["seccompProfile"]["type"] == "RuntimeDefault"
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["enableServiceLinks"] is False  # no <SERVICE>_PORT next to HUATUO_PORT
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert "limits" in container["resources"] and "memory" in container["resources"][
+                "limits"]
+
+
+# --- weights: download, convert once, serve read-only ------------------------------------------
+
+def test_weights_flow_from_job_to_server(built: Built) -> None:
+    job = built.one("Job")["spec"]["template"]["spec"]
+    source = built.config("huatuo-weights-source")
+    assert source["CONVERTED_DIR"] == built.serve_env["HUATUO_MODEL"]
+    size = "34B" if "34b" in built.name else "7B"
+    assert source["HF_REPO"] == f"FreedomIntelligence/HuatuoGPT2-{size}"
+    claim = built.one("PersistentVolumeClaim")["metadata"]["name"]
+    for spec in (job, built.pod):
+        (volume,) = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        assert volume["persistentVolumeClaim"]["claimName"] == claim
+    server_mount = [m for m in built.server["volumeMounts"] if m["mountPath"] == "/weights"][0]
+    assert server_mount["readOnly"] is True
+    (wait,) = built.pod["initContainers"]
+    assert "conversion.json" in wait["args"][0]
+
+
+def _script(container: dict) -> str:
+    assert container["command"] == ["sh", "-c"]
+    return container["args"][0]
+
+
+def _fake_tool(bin_dir: Path, name: str, log: Path, body: str = "") -> None:
+    tool = bin_dir / name
+    tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n{body}\n')
+    tool.chmod(0o755)
+
+
+def test_prepare_job_scripts_download_and_convert_once(tmp_path: Path) -> None:
+    """Run the Job's two shell scripts with stand-in `hf` and `huatuo` commands: the first run
+    downloads and converts, the second does neither."""
+    built = fresh("huatuogpt2-7b")
+    job = built.one("Job")["spec"]["template"]["spec"]
+    (download,) = job["initContainers"]
+    (convert,) = job["containers"]
+    source = dict(built.config("huatuo-weights-source"))
+    for key in ("PUBLISHED_DIR", "CONVERTED_DIR"):
+        source[key] = str(tmp_path / source[key].lstrip("/"))
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    log.touch()
+    _fake_tool(bin_dir, "hf", log)
+    # The real converter publishes conversion.json last (staging dir renamed into place).
+    _fake_tool(bin_dir, "huatuo", log, 'mkdir -p "$3" && echo {} > "$3/conversion.json"')
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **source}
+
+    def run_both() -> None:
+        for container in (download, convert):
+            subprocess.run(["sh", "-c", _script(container)], env=env, check=True, timeout=30,
+                           capture_output=True)
+
+    run_both()
+    first = log.read_text().splitlines()
+    assert first == [
+        f"hf download FreedomIntelligence/HuatuoGPT2-7B --revision main "
+        f"--local-dir {source['PUBLISHED_DIR']}",
+        f"huatuo convert {source['PUBLISHED_DIR']} {source['CONVERTED_DIR']} --dtype bfloat16 "
+        f"--force",
+    ]
+    run_both()
+    assert log.read_text().splitlines() == first  # nothing ran again
+
+
+def test_convert_flags_exist_in_convert_help(built: Built) -> None:
+    (convert,) = built.one("Job")["spec"]["template"]["spec"]["containers"]
+    words = shlex.split(_script(convert).split("huatuo convert", 1)[1].splitlines()[0])
+    flags = {w for w in words if w.startswith("--")}
+    assert flags and flags <= help_flags(_help("convert")), flags
+
+
+# --- wiring between objects ----------------------------------------------------------------------
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_selectors_and_references_resolve(built: Built) -> None:
+    pod_labels = built.deployment["spec"]["template"]["metadata"]["labels"]
+    job_labels = built.one("Job")["spec"]["template"]["metadata"]["labels"]
+    service = built.one("Service", "huatuo-serve")
+    assert _selects({"matchLabels": service["spec"]["selector"]}, pod_labels)
+    assert not _selects({"matchLabels": service["spec"]["selector"]}, job_labels)
+    assert _selects(built.one("PodDisruptionBudget")["spec"]["selector"], pod_labels)
+    assert _selects(built.one("NetworkPolicy", "huatuo-serve")["spec"]["podSelector"],
+                    pod_labels)
+    assert _selects(built.one("NetworkPolicy", "huatuo-prepare-weights")["spec"]["podSelector"],
+                    job_labels)
+    assert _selects(built.one("ServiceMonitor")["spec"]["selector"], service["metadata"]["labels"])
+    assert built.one("ServiceMonitor")["spec"]["endpoints"][0]["port"] == "http"
+    names = {(o["kind"], o["metadata"]["name"]) for o in built.objects}
+    for spec in _pod_specs(built):
+        for container in spec["containers"] + spec.get("initContainers", []):
+            for source in container.get("envFrom", []):
+                assert ("ConfigMap", source["configMapRef"]["name"]) in names
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref and not ref.get("optional"):
+                    assert ("Secret", ref["name"]) in names
+        for volume in spec["volumes"]:
+            if "secret" in volume:
+                assert ("Secret", volume["secret"]["secretName"]) in names
+    namespaces = {o["metadata"].get("namespace") for o in built.objects if o["kind"] != "Namespace"}
+    assert namespaces == {built.one("Namespace")["metadata"]["name"]}
+
+
+def test_autoscaler_scales_the_deployment_on_real_vllm_metrics(built: Built) -> None:
+    import vllm.v1.metrics.loggers as loggers
+
+    exported = set(re.findall(r'name="(vllm:[a-z_]+)"', Path(loggers.__file__).read_text()))
+    scaled = built.one("ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == built.deployment["metadata"]["name"]
+    assert "replicas" not in built.deployment["spec"]  # the autoscaler owns it
+    namespace = built.one("Namespace")["metadata"]["name"]
+    for trigger in scaled["spec"]["triggers"]:
+        query = trigger["metadata"]["query"]
+        metrics = set(re.findall(r"vllm:[a-z_]+", query))
+        assert metrics and metrics <= exported, metrics - exported
+        assert f'namespace="{namespace}"' in query
+    assert scaled["spec"]["minReplicaCount"] >= 1  # a GPU replica takes minutes to start
+
+
+def test_serve_settings_fit_the_model(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = serve_namespace(built, monkeypatch)
+    assert args.max_model_len == 4096  # HuatuoGPT2's trained context
+    assert args.dtype == "bfloat16"
+    assert 0.5 < args.gpu_memory_utilization <= 0.95
+    assert args.max_num_seqs and args.max_num_seqs <= args.max_concurrent_requests
+    assert args.log_content is False  # patients' words stay out of the logs
