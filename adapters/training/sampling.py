@@ -113,14 +113,15 @@ def write_summary(path: Path, data: dict) -> None:
 
 
 def plot_source_mix(sample_sources: Sequence[str], sample_steps: Sequence[int], path: Path,
-                    title: str = "Source mix over training steps (priority sampling)") -> None:
+                    title: str = "Source mix over training steps (priority sampling)",
+                    names: Sequence[str] | None = None) -> None:
     """Stacked share of each source per training step (upstream's figure 3), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(sample_sources))
+    names = list(names or dict.fromkeys(sample_sources))
     steps = max(sample_steps) + 1 if sample_steps else 1
     # Many steps: group them into at most 100 bins so the plot stays readable.
     bins = min(steps, 100)
@@ -130,9 +131,11 @@ def plot_source_mix(sample_sources: Sequence[str], sample_steps: Sequence[int], 
         counts[index[source]][step * bins // steps] += 1
     totals = [sum(col) or 1 for col in zip(*counts, strict=True)]
     shares = [[c / t for c, t in zip(row, totals, strict=True)] for row in counts]
-    x = [(b + 0.5) * steps / bins for b in range(bins)]
+    # Bin edges, the last share repeated: each bin is drawn as a flat band ("post" steps).
+    x = [b * steps / bins for b in range(bins)] + [steps]
+    shares = [row + row[-1:] for row in shares]
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.stackplot(x, shares, labels=names, step="mid")
+    ax.stackplot(x, shares, labels=names, step="post")
     ax.set_xlim(0, steps)
     ax.set_ylim(0, 1)
     ax.set_xlabel("training step")
