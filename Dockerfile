@@ -17,7 +17,8 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 # ---- 1. The project wheel (pure Python), built once for both targets.
 FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# README* is the package's long description; the wildcard lets the build go on without it.
+COPY pyproject.toml README* ./
 COPY server ./server
 COPY adapters ./adapters
 COPY loadtests ./loadtests
