@@ -173,14 +173,20 @@ class ManagedServer:
         return _cpu_or_zero(pid), sum(_cpu_or_zero(child) for child in descendants(pid))
 
     def stop(self, timeout: float = 60.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            pass
+        # Whatever is left of the group (an engine core that outlived its parent) goes too.
+        try:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
 
 
 @dataclass
