@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from adapters.checkpoint.errors import ConversionError
+from adapters.checkpoint.gptq import PACKED_SUFFIXES
 from adapters.checkpoint.io import SourceCheckpoint
 from adapters.checkpoint.plan import Plan, check_consumed, check_shapes, copy_rule
 
@@ -79,9 +80,28 @@ def expected_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def check_known_outputs(plan: Plan, expected: set[str], source: SourceCheckpoint) -> None:
+    """Every output must be a Llama tensor (a packed GPTQ part of one, when quantised): a name
+    Llama does not load would be silently ignored by vLLM, giving a different model."""
+    linears = {name.removesuffix(".weight") for name in expected}
+    for rule in plan.rules:
+        for name in rule.outputs:
+            prefix, _, suffix = name.rpartition(".")
+            packed = (plan.quantization is not None and prefix in linears
+                      and suffix in (*PACKED_SUFFIXES, "bias"))
+            if name not in expected and not packed:
+                info = source.tensors[rule.inputs[0]]
+                raise ConversionError(
+                    f"{info.file}: tensor {info.name!r} is not part of the {plan.layout} layout "
+                    "this converter knows (no Llama tensor corresponds to it); refusing to drop "
+                    "weights silently."
+                )
+
+
 def finish_checks(plan: Plan, source: SourceCheckpoint) -> Plan:
     check_consumed(source, plan.rules, plan.dropped, plan.layout)
     expected = expected_shapes(plan.llama_config)
+    check_known_outputs(plan, set(expected), source)
     if plan.quantization is not None:
         # Packed GPTQ tensors have their own shapes; gptq.py checks the projections it splits.
         expected = {k: v for k, v in expected.items() if k.count(".") < 4 or "norm" in k}
