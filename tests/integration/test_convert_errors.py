@@ -99,8 +99,8 @@ def test_mismatched_w_pack_shape(src: Path, tmp_path: Path) -> None:
 
 def test_mismatched_mlp_shape(src: Path, tmp_path: Path) -> None:
     _edit_tensor(src, "model.layers.0.mlp.up_proj.weight", torch.zeros(100, 128))
-    with pytest.raises(ConversionError,
-                       match=r"'model\.layers\.0\.mlp\.up_proj\.weight'.*\[100, 128\].*\[336, 128\]"):
+    with pytest.raises(ConversionError, match=r"'model\.layers\.0\.mlp\.up_proj\.weight'"
+                                              r".*\[100, 128\].*\[336, 128\]"):
         convert(src, tmp_path / "out", QUIET)
 
 
