@@ -38,6 +38,9 @@ def build_sampling_params(
         if values[name] is None and name in defaults:
             values[name] = defaults[name]
     kwargs = {k: v for k, v in values.items() if v is not None}
+    if request.n > 1 and kwargs.get("temperature") == 0:
+        raise bad_request("'n' must be 1 with greedy sampling (temperature 0): every choice "
+                          "would be the same.", param="n")
     try:
         return SamplingParams(
             n=request.n,
