@@ -1,0 +1,67 @@
+"""`make demo`: train the tiny demo model once (cached), print working examples, serve it.
+
+    python -m server.demo [--host 127.0.0.1] [--port 8000] [--untrained]
+
+The first run trains a tiny model on the bundled sample on the CPU (minutes, see
+docs/training.md); later runs start at once. `--untrained` serves the random demo checkpoint
+instead (its answers are noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from server.cli import main as huatuo
+from server.settings import default_cache_dir
+
+MODEL_NAME = "huatuo-demo"
+
+
+def examples(base_url: str) -> str:
+    return f"""
+Try it (in another terminal) once the server logs "Serving":
+
+  curl -s {base_url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{MODEL_NAME}", "messages": [{{"role": "user", "content": "高血压患者饮食需要注意什么？"}}]}}'
+
+  .venv/bin/python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{base_url}/v1", api_key="not-needed")
+stream = client.chat.completions.create(
+    model="{MODEL_NAME}", stream=True,
+    messages=[{{"role": "user", "content": "What should I do about a persistent cough?"}}])
+for chunk in stream:
+    print(chunk.choices[0].delta.content or "", end="", flush=True)
+print()
+PY
+
+This is a tiny model trained for minutes on a small sample: it shows the API, not medicine.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the demo model with examples.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--untrained", action="store_true",
+                        help="Serve the random demo checkpoint (no training).")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cache_dir = default_cache_dir()
+    if args.untrained:
+        from server.demo_model import ensure_demo_model
+
+        model_dir = ensure_demo_model(cache_dir)
+    else:
+        from adapters.training.demo import ensure_trained_demo_model
+
+        model_dir = ensure_trained_demo_model(cache_dir)
+    print(examples(f"http://{args.host}:{args.port}"), flush=True)
+    return huatuo(["serve", "--model", str(model_dir), "--served-model-name", MODEL_NAME,
+                   "--host", args.host, "--port", str(args.port)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
