@@ -74,9 +74,13 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12 python3.12-venv \
     && rm -rf /var/lib/apt/lists/*
+# Space-separated extra requirements, e.g. "ray[default]==2.60.0" for pipeline parallelism
+# across nodes on KubeRay (k8s/README.md). Empty: vLLM's own dependencies only.
+ARG EXTRA_PIP_PACKAGES=""
 COPY --from=wheel /wheels /wheels
 RUN python3.12 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir "$(ls /wheels/huatuo_serve-*.whl)[gpu]" \
+        ${EXTRA_PIP_PACKAGES} \
     && /opt/venv/bin/python -c "import vllm, transformers, server.cli"
 
 FROM ${CUDA_IMAGE} AS gpu
