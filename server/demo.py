@@ -24,7 +24,8 @@ def examples(base_url: str) -> str:
 Try it (in another terminal) once the server logs "Serving":
 
   curl -s {base_url}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "{MODEL_NAME}", "messages": [{{"role": "user", "content": "高血压患者饮食需要注意什么？"}}]}}'
+    -d '{{"model": "{MODEL_NAME}",
+         "messages": [{{"role": "user", "content": "高血压患者饮食需要注意什么？"}}]}}'
 
   .venv/bin/python - <<'PY'
 from openai import OpenAI
