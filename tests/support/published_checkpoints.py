@@ -33,7 +33,7 @@ _EMOJI = "😀😷🤒🩺💊🏥❤️👍🏽🇨🇳🧬🦠✅⚠️🔥"
 _SPACES = [" ", "  ", "   ", "\t", "\n", "\n\n", " \n ", "\u3000", "\r\n", "    "]
 
 
-def _phrase(rng: random.Random) -> str:
+def _phrase(rng: random.Random, code_points: bool) -> str:
     kind = rng.random()
     if kind < 0.35:
         start = rng.randrange(len(_ZH) - 12)
@@ -43,8 +43,12 @@ def _phrase(rng: random.Random) -> str:
     if kind < 0.72:
         return str(rng.choice([rng.randint(0, 99), rng.randint(100, 10**9),
                                round(rng.uniform(0, 500), rng.randint(1, 3))]))
-    if kind < 0.8:
+    if kind < 0.76:
         return "".join(rng.choice(_RARE) for _ in range(rng.randint(1, 3)))
+    if kind < 0.8 and code_points:  # any code point of the CJK blocks or the supplementary planes
+        low, high = rng.choice([(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x1F300, 0x1FAFF),
+                                (0x20000, 0x2A6DF), (0x0370, 0x052F)])
+        return "".join(chr(rng.randint(low, high)) for _ in range(rng.randint(1, 3)))
     if kind < 0.86:
         return "".join(rng.choice(_EMOJI) for _ in range(rng.randint(1, 2)))
     if kind < 0.94:
@@ -52,13 +56,14 @@ def _phrase(rng: random.Random) -> str:
     return rng.choice(["<问>：", "\n<答>：", "mg/kg", "2024-03-15", "38.5℃", "BP 140/90 mmHg"])
 
 
-def text_corpus(count: int, seed: int = 0) -> list[str]:
+def text_corpus(count: int, seed: int = 0, code_points: bool = True) -> list[str]:
     """`count` varied strings: Chinese, English, digits, runs of spaces and newlines, emoji,
-    rare characters (outside a small vocabulary: they exercise byte fallback)."""
+    rare characters, and (with `code_points`) random code points of large blocks that a small
+    vocabulary cannot cover: they exercise byte fallback."""
     rng = random.Random(seed)
     texts = []
     for _ in range(count):
-        parts = [_phrase(rng) for _ in range(rng.randint(1, 8))]
+        parts = [_phrase(rng, code_points) for _ in range(rng.randint(1, 8))]
         text = ""
         for part in parts:
             text += part + (rng.choice(_SPACES) if rng.random() < 0.4 else "")
@@ -100,7 +105,7 @@ def train_sentencepiece(path: Path, vocab_size: int = 1200, settings: dict | Non
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text_corpus(4000, seed=seed)), model_writer=model,
+        sentence_iterator=iter(text_corpus(4000, seed=seed, code_points=False)), model_writer=model,
         vocab_size=vocab_size, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
         num_threads=1, **(settings or BAICHUAN2_SPM),
     )
