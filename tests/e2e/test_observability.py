@@ -281,5 +281,6 @@ def test_default_logs_hold_no_fragment_of_the_prompt_or_the_answer(
     # enough letters to be distinctive (runs of spaces or one repeated character are not).
     windows = {answer[i:i + 8] for i in range(max(0, len(answer) - 7))}
     distinctive = [w for w in windows if len(set(w.strip())) >= 4]
+    assert distinctive, f"the answer {answer!r} has nothing distinctive to look for"
     leaked = [w for w in distinctive if w in log]
     assert not leaked, f"answer fragments in the server log: {leaked[:5]}"
