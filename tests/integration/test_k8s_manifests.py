@@ -606,7 +606,7 @@ def test_prepare_job_scripts_download_and_convert_once(tmp_path: Path) -> None:
         f"hf download FreedomIntelligence/HuatuoGPT2-7B --revision main "
         f"--local-dir {source['PUBLISHED_DIR']}",
         f"huatuo convert {source['PUBLISHED_DIR']} {source['CONVERTED_DIR']} --dtype bfloat16 "
-        f"--force",
+        f"--verify --force",
     ]
     run_both()
     assert log.read_text().splitlines() == first  # nothing ran again
