@@ -571,45 +571,73 @@ def _script(container: dict) -> str:
     return container["args"][0]
 
 
-def _fake_tool(bin_dir: Path, name: str, log: Path, body: str = "") -> None:
+def _logging_tool(bin_dir: Path, name: str, log: Path, body: str) -> None:
     tool = bin_dir / name
     tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n{body}\n')
     tool.chmod(0o755)
 
 
-def test_prepare_job_scripts_download_and_convert_once(tmp_path: Path) -> None:
-    """Run the Job's two shell scripts with stand-in `hf` and `huatuo` commands: the first run
-    downloads and converts, the second does neither."""
-    built = fresh("huatuogpt2-7b")
+@pytest.mark.parametrize("overlay", ["huatuogpt2-7b", "huatuogpt2-34b"])
+def test_prepare_job_downloads_and_converts_once_then_the_server_starts(
+    overlay: str, tmp_path: Path
+) -> None:
+    """Run the Job's two scripts as the pod would, with the REAL `huatuo convert --verify` on a
+    tiny checkpoint shaped as published (Baichuan2 for 7B, Yi for 34B) and a stand-in `hf` that
+    "downloads" it: the first run downloads and converts, the second does neither, and the
+    server's init container then finds the weights."""
+    from tests.support.published_checkpoints import build_baichuan2_7b, build_yi
+
+    built = fresh(overlay)
     job = built.one("Job")["spec"]["template"]["spec"]
     (download,) = job["initContainers"]
     (convert,) = job["containers"]
     source = dict(built.config("huatuo-weights-source"))
+    hub = tmp_path / "hub" / source["HF_REPO"]
+    (build_baichuan2_7b if overlay == "huatuogpt2-7b" else build_yi)(hub)
     for key in ("PUBLISHED_DIR", "CONVERTED_DIR"):
-        source[key] = str(tmp_path / source[key].lstrip("/"))
+        source[key] = str(tmp_path / "pvc" / source[key].lstrip("/"))
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir()
     log.touch()
-    _fake_tool(bin_dir, "hf", log)
-    # The real converter publishes conversion.json last (staging dir renamed into place).
-    _fake_tool(bin_dir, "huatuo", log, 'mkdir -p "$3" && echo {} > "$3/conversion.json"')
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **source}
+    # `hf download REPO --revision REV --local-dir DIR`: copy the tiny checkpoint into DIR.
+    _logging_tool(bin_dir, "hf", log, f'mkdir -p "$6" && cp -r {hub}/. "$6"/')
+    _logging_tool(bin_dir, "huatuo", log, f'exec {sys.executable} -m server.cli "$@"')
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+           **source}
 
-    def run_both() -> None:
+    def run_job() -> None:
         for container in (download, convert):
-            subprocess.run(["sh", "-c", _script(container)], env=env, check=True, timeout=30,
-                           capture_output=True)
+            result = subprocess.run(["sh", "-c", _script(container)], env=env, cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stdout + result.stderr
 
-    run_both()
+    run_job()
     first = log.read_text().splitlines()
+    published, converted = source["PUBLISHED_DIR"], source["CONVERTED_DIR"]
     assert first == [
-        f"hf download FreedomIntelligence/HuatuoGPT2-7B --revision main "
-        f"--local-dir {source['PUBLISHED_DIR']}",
-        f"huatuo convert {source['PUBLISHED_DIR']} {source['CONVERTED_DIR']} --dtype bfloat16 "
-        f"--verify --force",
+        f"hf download {source['HF_REPO']} --revision {source['HF_REVISION']} "
+        f"--local-dir {published}",
+        f"huatuo convert {published} {converted} --dtype bfloat16 --verify --force",
     ]
-    run_both()
-    assert log.read_text().splitlines() == first  # nothing ran again
+    config = yaml.safe_load((Path(converted) / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert (Path(converted) / "conversion.json").is_file()
+    run_job()
+    assert log.read_text().splitlines() == first  # done once: nothing ran again
+
+    # The server pod's init container now lets the server start (it would wait otherwise).
+    (wait,) = built.pod["initContainers"]
+    model = str(tmp_path / "pvc" / built.serve_env["HUATUO_MODEL"].lstrip("/"))
+    assert model == converted
+    subprocess.run(["sh", "-c", _script(wait)], env={"PATH": "/usr/bin:/bin",
+                   "HUATUO_MODEL": model}, check=True, timeout=30, capture_output=True)
+
+
+def test_server_init_container_waits_for_the_conversion(tmp_path: Path) -> None:
+    (wait,) = fresh("huatuogpt2-7b").pod["initContainers"]
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run(["sh", "-c", _script(wait)], env={"PATH": "/usr/bin:/bin",
+                       "HUATUO_MODEL": str(tmp_path)}, timeout=3, capture_output=True)
 
 
 def test_convert_flags_exist_in_convert_help(built: Built) -> None:
