@@ -705,3 +705,54 @@ def test_serve_settings_fit_the_model(built: Built, monkeypatch: pytest.MonkeyPa
     assert 0.5 < args.gpu_memory_utilization <= 0.95
     assert args.max_num_seqs and args.max_num_seqs <= args.max_concurrent_requests
     assert args.log_content is False  # patients' words stay out of the logs
+
+
+# --- the documented examples ---------------------------------------------------------------------
+
+def _heredoc_kustomizations(text: str) -> list[str]:
+    return re.findall(r"cat > kustomization\.yaml <<'EOF'\n(.*?)\nEOF", text, re.S)
+
+
+@pytest.mark.parametrize("doc", ["docs/deployment.md", "k8s/README.md"])
+def test_documented_production_overlay_builds(doc: str, tmp_path: Path) -> None:
+    """The overlay the docs tell readers to write (own image digest, own API keys) builds,
+    and its keys and image reach every object that uses them."""
+    (kustomization,) = _heredoc_kustomizations((REPO / doc).read_text())
+    overlay = tmp_path / "prod-7b"
+    overlay.mkdir()
+    base = K8S / "overlays" / "huatuogpt2-7b"
+    (overlay / "kustomization.yaml").write_text(
+        # kustomize takes relative paths only.
+        kustomization.replace("../huatuogpt2-7b", os.path.relpath(base, overlay))
+        .replace("REPLACE-WITH-THE-DIGEST-OF-YOUR-PUSH", "ab" * 32))
+    (overlay / "api-keys.txt").write_text("sk-real-client\nsk-real-metrics\n")
+    (overlay / "metrics-key.txt").write_text("sk-real-metrics")
+    built = Built("prod-7b", kustomize(overlay))
+    for obj in built.objects:
+        _validate(obj)
+    import base64
+
+    secret = built.one("Secret")
+    assert base64.b64decode(secret["data"]["keys"]).decode() == "sk-real-client\nsk-real-metrics\n"
+    name = secret["metadata"]["name"]
+    assert built.one("ServiceMonitor")["spec"]["endpoints"][0]["authorization"][
+        "credentials"]["name"] == name
+    assert [v for v in built.pod["volumes"] if "secret" in v][0]["secret"]["secretName"] == name
+    if "images:" in kustomization:
+        assert {c["image"] for c in _containers(built)} == {
+            f"registry.example.com/ml/huatuo-serve@sha256:{'ab' * 32}"}
+
+
+def _yaml_blocks(text: str) -> list[dict]:
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    return [doc for block in blocks for doc in yaml.safe_load_all(block)
+            if isinstance(doc, dict) and "kind" in doc]
+
+
+def test_documented_kubernetes_objects_validate() -> None:
+    """Core objects shown in the READMEs (the HPA alternative) validate like the manifests."""
+    objects = _yaml_blocks((K8S / "README.md").read_text())
+    core = [o for o in objects if o["kind"] not in ("Kustomization", "RayCluster")]
+    assert [o["kind"] for o in core] == ["HorizontalPodAutoscaler"]
+    for obj in core:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
