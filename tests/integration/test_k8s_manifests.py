@@ -451,7 +451,6 @@ def test_probes_and_scrape_hit_real_routes_with_the_pod_settings(
 
     secret = built.one("Secret")["data"]
     keys_file = tmp_path / "keys"
-    keys_file.write_bytes(base64.b64decode(secret["keys"]))
     # The Secret's `keys` item as the pod mounts it, at a path of this machine.
     mounted = built.serve_env["HUATUO_API_KEY_FILE"]
     (keys_mount,) = [m for m in built.server["volumeMounts"]
@@ -486,6 +485,13 @@ def test_probes_and_scrape_hit_real_routes_with_the_pod_settings(
         scraped = client.get(endpoint["path"], headers={"Authorization": f"Bearer {metrics_key}"})
         assert scraped.status_code == 200
         assert client.get(endpoint["path"]).status_code == 401  # the key is really needed
+        # A client key from the mounted key file opens the API.
+        client_key = keys_file.read_text().splitlines()[0]
+        assert client_key != metrics_key
+        models = client.get("/v1/models", headers={"Authorization": f"Bearer {client_key}"})
+        assert models.status_code == 200
+        assert models.json()["data"][0]["id"] == built.serve_env["HUATUO_SERVED_MODEL_NAME"]
+        assert client.get("/v1/models").status_code == 401
 
 
 def test_probe_budgets(built: Built) -> None:
