@@ -539,9 +539,12 @@ def test_images_are_pinned(built: Built) -> None:
 def test_containers_run_non_root_under_the_restricted_profile(built: Built) -> None:
     namespace = built.one("Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # The image's own user (USER uid:gid in the Dockerfile), so its home is writable.
+    uid, gid = re.findall(r"^USER (\d+):(\d+)$", (REPO / "Dockerfile").read_text(), re.M)[-1]
     for spec in _pod_specs(built):
         context = spec["securityContext"]
         assert context["runAsNonRoot"] is True and context["runAsUser"] > 0
+        assert (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid))
         assert context["seccompProfile"]["type"] == "RuntimeDefault"
         assert spec["automountServiceAccountToken"] is False
         assert spec["enableServiceLinks"] is False  # no <SERVICE>_PORT next to HUATUO_PORT
