@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -528,7 +529,9 @@ def _containers(built: Built) -> list[dict]:
 
 def test_images_are_pinned(built: Built) -> None:
     images = {c["image"] for c in _containers(built)}
-    assert images
+    # One image for every container: the release of this repository, GPU build.
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert images == {f"ghcr.io/huatuo-serve/huatuo-serve:{version}-cuda13.0"}
     for image in images:
         name, _, digest = image.partition("@")
         tag = name.rsplit("/", 1)[-1].partition(":")[2]
