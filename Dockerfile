@@ -78,9 +78,12 @@ RUN apt-get update \
 # across nodes on KubeRay (k8s/README.md). Empty: vLLM's own dependencies only.
 ARG EXTRA_PIP_PACKAGES=""
 COPY --from=wheel /wheels /wheels
+# `vllm download-kernels` installs FlashInfer's precompiled kernels for the pinned
+# flashinfer-python: without them vLLM turns FlashInfer off on this base (no nvcc) on Hopper.
 RUN python3.12 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir "$(ls /wheels/huatuo_serve-*.whl)[gpu]" \
         ${EXTRA_PIP_PACKAGES} \
+    && /opt/venv/bin/vllm download-kernels \
     && /opt/venv/bin/python -c "import vllm, transformers, server.cli"
 
 FROM ${CUDA_IMAGE} AS gpu
