@@ -119,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cmp_parser.add_argument("--dtype", default="auto",
                             choices=["auto", "bfloat16", "float16", "float32"])
     cmp_parser.add_argument("--max-num-seqs", type=int, default=None)
-    cmp_parser.add_argument("--kv-cache-space", type=float, default=1.0,
+    cmp_parser.add_argument("--kv-cache-space", type=int, default=1,
                             help="GiB of KV cache on the CPU backend (both servers).")
     cmp_parser.add_argument("--engine-seed", type=int, default=0)
     cmp_parser.add_argument("--repeats", type=int, default=2,

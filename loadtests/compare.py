@@ -49,7 +49,7 @@ class EngineSettings:
     max_model_len: int | None = None
     dtype: str = "auto"
     max_num_seqs: int | None = None
-    kv_cache_space: float = 1.0  # GiB, VLLM_CPU_KVCACHE_SPACE (CPU backend)
+    kv_cache_space: int = 1  # GiB, VLLM_CPU_KVCACHE_SPACE (vLLM parses it as an int)
     seed: int = 0
     extra_ours: list[str] = field(default_factory=list)
     extra_vllm: list[str] = field(default_factory=list)

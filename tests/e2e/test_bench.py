@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,10 @@ def _prompt_token_counter(model_dir: Path):
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
 def test_short_bench_token_counts_match_usage(server, tiny_model_dir, stream: bool) -> None:
-    requests = single_turn(6, seed=1, max_tokens=MAX_TOKENS) + \
-        multi_turn(6, seed=2, max_tokens=MAX_TOKENS)
+    # Conversation ids tell requests apart: the multi-turn ones are numbered after the others.
+    requests = single_turn(6, seed=1, max_tokens=MAX_TOKENS) + [
+        replace(r, conversation=100 + r.conversation)
+        for r in multi_turn(6, seed=2, max_tokens=MAX_TOKENS)]
     target = Target(server.base_url, stream=stream, sampling=SamplingOptions(temperature=0.0))
     specs = [LoadSpec("closed", 1, num_requests=len(requests)),
              LoadSpec("closed", 4, num_requests=len(requests))]
