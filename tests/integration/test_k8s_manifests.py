@@ -397,6 +397,53 @@ def test_gpu_nodes_are_selected_and_tolerated(built: Built) -> None:
     assert min_mib > (79000 if built.name == "huatuogpt2-34b" else 39000) - 1
 
 
+# Model shapes (DESIGN.md; converted to Llama layout): vocab, hidden, layers, FFN, heads, KV heads.
+MODEL_SHAPES = {
+    "HuatuoGPT2-7B": (125_696, 4096, 32, 11_008, 32, 32),
+    "HuatuoGPT2-34B": (64_000, 7168, 60, 20_480, 56, 8),
+}
+# What vLLM's profiling run takes besides weights and KV cache (activations at the largest
+# batch, CUDA graphs, NCCL buffers): the estimate of k8s/README.md.
+ACTIVATION_RESERVE_GIB = 3.0
+
+
+def kv_capacity_tokens(model: str, gpu_mib: int, utilization: float, tp: int) -> float:
+    """The sizing arithmetic of k8s/README.md: tokens of KV cache one replica holds."""
+    vocab, hidden, layers, ffn, heads, kv_heads = MODEL_SHAPES[model]
+    head_dim = hidden // heads
+    params = 2 * vocab * hidden + layers * (
+        2 * hidden * hidden + 2 * hidden * kv_heads * head_dim + 3 * hidden * ffn)
+    weights_gib = params * 2 / 2**30 / tp  # bf16, sharded over the TP ranks
+    kv_gib = gpu_mib / 1024 * utilization - weights_gib - ACTIVATION_RESERVE_GIB
+    kv_bytes_per_token = 2 * layers * kv_heads * head_dim * 2 / tp
+    return kv_gib * 2**30 / kv_bytes_per_token
+
+
+def test_sizing_fits_the_smallest_gpu_the_overlay_admits(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the smallest GPU its node affinity lets in, each replica holds its weights and a KV
+    cache for at least four full-length sequences; the 34B overlays hold max-num-seqs of them
+    (no preemption at any length)."""
+    args = serve_namespace(built, monkeypatch)
+    model = Path(args.model).name
+    terms = built.pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    (expr,) = terms["nodeSelectorTerms"][0]["matchExpressions"]
+    smallest_gpu_mib = int(expr["values"][0]) + 1  # operator Gt
+    tokens = kv_capacity_tokens(model, smallest_gpu_mib, args.gpu_memory_utilization,
+                                args.tensor_parallel_size)
+    full_sequences = tokens / args.max_model_len
+    print(f"{built.name}: {tokens / 1000:.0f}k KV tokens = {full_sequences:.1f} sequences of "
+          f"{args.max_model_len} on {smallest_gpu_mib} MiB GPUs; max-num-seqs {args.max_num_seqs}")
+    assert full_sequences >= 4
+    if model == "HuatuoGPT2-34B":
+        assert full_sequences >= args.max_num_seqs
+    # The same arithmetic says TP 2 on 40 GB GPUs cannot work: the 34B TP 2 overlay must not
+    # admit them.
+    if args.tensor_parallel_size == 2 and model == "HuatuoGPT2-34B":
+        assert kv_capacity_tokens(model, 40_960, args.gpu_memory_utilization, 2) < 4 * 4096
+
+
 # --- huatuo serve flags, settings, probes ------------------------------------------------------
 
 def test_every_flag_and_setting_passed_to_serve_exists(
