@@ -2,8 +2,9 @@
 
 Every scalar field is also a flag named `--<section>.<field>` (e.g. `--training.max_steps 20`,
 `--model.path ./ckpt`, `--lora.enabled true`); lists take comma-separated values. Data sources
-are YAML-only. Relative data-source paths (and `model.path`) resolve against the YAML file's
-directory when they exist there, otherwise against the working directory.
+are YAML-only. Relative data-source paths (and `model.path`, `training.deepspeed`) resolve
+against the YAML file's directory when they exist there, otherwise against the working
+directory. `training.output_dir` is always relative to the working directory.
 """
 
 from __future__ import annotations
@@ -196,6 +197,8 @@ def load_config(path: Path | None, overrides: dict[str, str] | None = None) -> T
         source.path = _resolve(source.path, base)
     if config.model.path and config.model.path != TINY_RANDOM:
         config.model.path = _resolve(config.model.path, base)
+    if config.training.deepspeed:
+        config.training.deepspeed = _resolve(config.training.deepspeed, base)
     validate(config)
     return config
 

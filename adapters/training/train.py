@@ -52,13 +52,18 @@ def _callbacks(output_dir: Path, tokens_per_step: int, real_fraction: float):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start_step, self.start = state.global_step, time.perf_counter()
+            self.start_cpu = time.process_time()
 
         def on_train_end(self, args, state, control, **kwargs):
             seconds = time.perf_counter() - self.start
+            # CPU seconds of this process (all threads): stable on a shared, noisy machine.
+            cpu_seconds = time.process_time() - self.start_cpu
             steps = state.global_step - self.start_step
             tokens = steps * tokens_per_step
             self.metrics = {
                 "steps": steps, "seconds": round(seconds, 2),
+                "cpu_seconds": round(cpu_seconds, 2),
+                "tokens_per_cpu_s": round(tokens / cpu_seconds, 1) if cpu_seconds else 0.0,
                 "tokens_per_s": round(tokens / seconds, 1) if seconds else 0.0,
                 "non_padding_tokens_per_s": round(tokens * real_fraction / seconds, 1)
                 if seconds else 0.0,
