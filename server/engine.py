@@ -48,6 +48,7 @@ def engine_args(settings: ServeSettings, model_dir: Path):
         served_model_name=[settings.model_name],
         tensor_parallel_size=settings.tensor_parallel_size,
         pipeline_parallel_size=settings.pipeline_parallel_size,
+        distributed_executor_backend=settings.distributed_executor_backend,
         max_model_len=settings.max_model_len,
         max_num_seqs=settings.max_num_seqs,
         dtype=settings.dtype,

@@ -26,6 +26,7 @@ class ServeSettings:
     # Engine
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
+    distributed_executor_backend: str = "mp"
     max_model_len: int | None = None
     max_num_seqs: int | None = None
     dtype: str = "auto"
@@ -104,8 +105,7 @@ class _EnvDefaults:
 
     def add(self, flag: str, *, type=str, default=None, help: str, **kwargs) -> None:  # noqa: A002
         name = flag.lstrip("-")
-        # Repeatable flags read their environment variable in settings_from_args.
-        env_value = None if kwargs.get("action") == "append" else _env(name)
+        env_value = _env(name)
         if env_value is not None:
             default = type(env_value) if type is not bool else _bool(env_value)
         env_help = f" [env {ENV_PREFIX}{name.upper().replace('-', '_')}]"
@@ -134,6 +134,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="GPUs per replica to shard the model over (34B: 2 on 80 GB, 4 on 40 GB).")
     add("--pipeline-parallel-size", type=_positive_int, default=d.pipeline_parallel_size,
         help="Pipeline stages (across nodes on Ray; see k8s/README.md).")
+    add("--distributed-executor-backend", default=d.distributed_executor_backend,
+        choices=["mp", "ray"],
+        help="How vLLM runs its workers: 'mp' (processes on this node) or 'ray' (needed when "
+             "tensor x pipeline parallel spans more GPUs than one node has).")
     add("--max-model-len", type=_positive_int, default=None,
         help="Context length in tokens (prompt + answer). Default: the model's (4096 for "
              "HuatuoGPT2).")
@@ -156,9 +160,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[p.value for p in SystemPolicy],
         help="System messages: 'merge' puts the system text before the first user message; "
              "'reject' answers 400.")
-    add("--api-key", default=None, action="append", dest="api_key",
+    parser.add_argument(
+        "--api-key", default=None, action="append", dest="api_key",
         help="Accepted API key (repeatable). Also HUATUO_API_KEYS (comma-separated) and "
-             "--api-key-file.")
+             "--api-key-file; all given keys are accepted.")
     add("--api-key-file", type=Path, default=None,
         help="File with one API key per line (a mounted Kubernetes Secret).")
     add("--public-metrics", type=bool, default=d.public_metrics,
@@ -199,6 +204,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         served_model_name=args.served_model_name,
         tensor_parallel_size=args.tensor_parallel_size,
         pipeline_parallel_size=args.pipeline_parallel_size,
+        distributed_executor_backend=args.distributed_executor_backend,
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         dtype=args.dtype,
