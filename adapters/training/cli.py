@@ -53,17 +53,15 @@ def run(args: argparse.Namespace) -> int:
 def _prepare_only(config) -> int:
     from transformers import AutoTokenizer
 
-    from adapters.training.dataset import corpus_text, prepare, read_sources
-    from adapters.training.packing import hf_encoder
-    from adapters.training.train import _base_model
+    from adapters.training.dataset import load_or_prepare
+    from adapters.training.train import base_model
 
     out = Path(config.training.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    by_source = read_sources(config.data)
-    base = _base_model(config, corpus_text(by_source), out, True)
+    base = base_model(config, out, True)
     tokenizer = AutoTokenizer.from_pretrained(base, use_fast=True)
     rows_per_step = config.training.per_device_batch_size * \
         config.training.gradient_accumulation_steps
-    prepare(config.data, by_source, hf_encoder(tokenizer), rows_per_step, out)
+    load_or_prepare(config.data, tokenizer, base, rows_per_step, out, True)
     print(f"wrote {out / 'data_summary.json'} and {out / 'source_mix.png'}")
     return 0

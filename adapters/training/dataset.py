@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from adapters.training.config import DataConfig
-from adapters.training.packing import EncodeWithOffsets, PackedRows, pack, tokenize_sample
+from adapters.training.packing import (
+    IGNORE_INDEX,
+    PackedRows,
+    TokenizedSample,
+    conversation_text,
+    hf_batch_encoder,
+    label_tokens,
+    pack,
+)
 from adapters.training.readers import Sample, read_samples
 from adapters.training.sampling import (
     SourceSpec,
@@ -47,35 +60,45 @@ def corpus_text(by_source: dict[str, list[Sample]]) -> list[str]:
     return [q + "\n" + a for samples in by_source.values() for s in samples for q, a in s.rounds]
 
 
-def prepare(config: DataConfig, by_source: dict[str, list[Sample]], encode: EncodeWithOffsets,
+ENCODE_BATCH = 1024
+PREP_VERSION = "1"  # bump when packing or labelling changes
+
+
+def tokenize_in_order(order, by_source, encode_batch, max_seq_len: int) -> list:
+    """Tokenised samples in training order; each distinct sample is encoded once (data epochs
+    repeat samples), in batches for the Rust tokenizer."""
+    keys = list(dict.fromkeys((slot.source, slot.index) for slot in order))
+    tokenized: dict[tuple[str, int], TokenizedSample] = {}
+    for start in range(0, len(keys), ENCODE_BATCH):
+        chunk = keys[start:start + ENCODE_BATCH]
+        rendered = [conversation_text(by_source[src][i].rounds) for src, i in chunk]
+        encoded = encode_batch([text for text, _ in rendered])
+        for key, (_, spans), (ids, offsets) in zip(chunk, rendered, encoded, strict=True):
+            tokenized[key] = label_tokens(ids, offsets, spans, max_seq_len)
+    return [tokenized[(slot.source, slot.index)] for slot in order]
+
+
+def prepare(config: DataConfig, by_source: dict[str, list[Sample]], encode_batch,
             rows_per_step: int, report_dir: Path | None = None) -> PreparedData:
     specs = [SourceSpec(s.name, len(by_source[s.name]), s.priority, s.epochs)
              for s in config.sources]
     order = priority_order(specs, config.seed)
-    # Data epochs repeat samples: tokenise each distinct sample once.
-    cache: dict[tuple[str, int], object] = {}
-    tokenized = []
-    for slot in order:
-        key = (slot.source, slot.index)
-        if key not in cache:
-            cache[key] = tokenize_sample(by_source[slot.source][slot.index].rounds, encode,
-                                         config.max_seq_len)
-        tokenized.append(cache[key])
-    rows = pack(tokenized, config.max_seq_len)
+    rows = pack(tokenize_in_order(order, by_source, encode_batch, config.max_seq_len),
+                config.max_seq_len)
     info = summary(specs, order)
     steps = [r // rows_per_step for r in rows.sample_rows]
     info.update({
         "max_seq_len": config.max_seq_len,
         "seed": config.seed,
-        "packed_rows": len(rows.input_ids),
+        "packed_rows": int(rows.input_ids.shape[0]),
         "rows_per_step": rows_per_step,
-        "steps_per_epoch": -(-len(rows.input_ids) // rows_per_step),
+        "steps_per_epoch": -(-int(rows.input_ids.shape[0]) // rows_per_step),
         "tokens": rows.real_tokens,
-        "loss_tokens": sum(sum(1 for x in r if x != -100) for r in rows.labels),
+        "loss_tokens": int((rows.labels != IGNORE_INDEX).sum()),
         "packing_efficiency": round(rows.efficiency, 4),
     })
     print(f"priority sampling: {len(order)} sample slots from {len(specs)} sources -> "
-          f"{len(rows.input_ids)} packed rows of {config.max_seq_len} tokens; "
+          f"{info['packed_rows']} packed rows of {config.max_seq_len} tokens; "
           f"packing efficiency {rows.efficiency:.1%} (non-padding tokens)")
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +106,44 @@ def prepare(config: DataConfig, by_source: dict[str, list[Sample]], encode: Enco
         plot_source_mix([s.source for s in order], steps, report_dir / "source_mix.png",
                         names=[s.name for s in specs])
     return PreparedData(rows, info)
+
+
+def cache_key(config: DataConfig, tokenizer_dir: Path, rows_per_step: int) -> str:
+    """Changes whenever the packed rows could: data files, data config, tokenizer, code."""
+    digest = hashlib.sha256(PREP_VERSION.encode())
+    digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    digest.update(str(rows_per_step).encode())
+    for source in config.sources:
+        stat = Path(source.path).stat()
+        digest.update(f"{source.path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update((Path(tokenizer_dir) / "tokenizer.json").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_or_prepare(config: DataConfig, tokenizer, tokenizer_dir: Path, rows_per_step: int,
+                    run_dir: Path, is_main: bool) -> PreparedData:
+    """Packed rows cached in <run_dir>/packed: prepared once (by the main process), then
+    memory-mapped by every process and by resumed runs."""
+    cache = run_dir / "packed"
+    key = cache_key(config, tokenizer_dir, rows_per_step)
+    if (cache / "key.txt").exists() and (cache / "key.txt").read_text() == key:
+        info = json.loads((cache / "summary.json").read_text())
+        rows = PackedRows(np.load(cache / "input_ids.npy", mmap_mode="r"),
+                          np.load(cache / "labels.npy", mmap_mode="r"), [], info["tokens"])
+        print(f"packed data from cache {cache}: {info['packed_rows']} rows, packing efficiency "
+              f"{info['packing_efficiency']:.1%}")
+        return PreparedData(rows, info)
+    by_source = read_sources(config)
+    data = prepare(config, by_source, hf_batch_encoder(tokenizer), rows_per_step,
+                   run_dir if is_main else None)
+    if is_main:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "key.txt").unlink(missing_ok=True)  # invalid until everything is written
+        np.save(cache / "input_ids.npy", data.rows.input_ids)
+        np.save(cache / "labels.npy", data.rows.labels)
+        (cache / "summary.json").write_text(json.dumps(data.summary, indent=2) + "\n")
+        (cache / "key.txt").write_text(key)
+    return data
 
 
 class PackedDataset:
@@ -101,7 +162,5 @@ class PackedDataset:
 def collate(batch: Sequence[dict]) -> dict:
     import torch
 
-    return {
-        "input_ids": torch.tensor([b["input_ids"] for b in batch], dtype=torch.long),
-        "labels": torch.tensor([b["labels"] for b in batch], dtype=torch.long),
-    }
+    return {key: torch.from_numpy(np.stack([b[key] for b in batch]).astype(np.int64))
+            for key in ("input_ids", "labels")}

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from server.checkpoint_metadata import EOS_TOKEN_ID, PAD_TOKEN_ID
 from server.prompt_format import Conversation, Round, render
 
@@ -52,6 +54,14 @@ def tokenize_sample(rounds: Sequence[tuple[str, str]], encode: EncodeWithOffsets
                     max_seq_len: int, eos_id: int = EOS_TOKEN_ID) -> TokenizedSample:
     text, spans = conversation_text(rounds)
     ids, offsets = encode(text)
+    return label_tokens(ids, offsets, spans, max_seq_len, eos_id)
+
+
+def label_tokens(ids: list[int], offsets: Sequence[tuple[int, int]],
+                 spans: Sequence[tuple[int, int]], max_seq_len: int,
+                 eos_id: int = EOS_TOKEN_ID) -> TokenizedSample:
+    """Labels from character spans of the answers (see the module docstring); appends EOS."""
+    ids = list(ids)
     labels = [IGNORE_INDEX] * len(ids)
     for span_start, span_end in spans:
         after_answer = None
@@ -82,10 +92,24 @@ def hf_encoder(tokenizer) -> EncodeWithOffsets:
     return encode
 
 
+def hf_batch_encoder(tokenizer):
+    """Batch version of hf_encoder: the Rust tokenizer encodes a batch in parallel."""
+    hf_encoder(tokenizer)  # same checks
+
+    def encode_batch(texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return [(list(ids), [tuple(o) for o in offs])
+                for ids, offs in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
+
+    return encode_batch
+
+
 @dataclass
 class PackedRows:
-    input_ids: list[list[int]] = field(default_factory=list)
-    labels: list[list[int]] = field(default_factory=list)
+    """Packed rows as [rows, max_seq_len] int32 arrays (compact for millions of samples)."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
     # For each packed sample (in order): the row it landed in.
     sample_rows: list[int] = field(default_factory=list)
     real_tokens: int = 0
@@ -93,7 +117,7 @@ class PackedRows:
     @property
     def efficiency(self) -> float:
         """Fraction of non-padding tokens."""
-        total = sum(len(r) for r in self.input_ids)
+        total = self.input_ids.size
         return self.real_tokens / total if total else 0.0
 
 
@@ -102,25 +126,25 @@ def pack(samples: Sequence[TokenizedSample], max_seq_len: int,
     """Greedy packing in the given order (upstream): a sample that does not fit the current row
     closes it (padded with pad_id, labels -100) and opens the next one. Order is preserved, so the
     priority-sampling order survives packing."""
-    packed = PackedRows()
-    cur_ids: list[int] = []
-    cur_labels: list[int] = []
-
-    def close() -> None:
-        pad = max_seq_len - len(cur_ids)
-        packed.input_ids.append(cur_ids + [pad_id] * pad)
-        packed.labels.append(cur_labels + [IGNORE_INDEX] * pad)
-
+    # Pass 1: where every sample goes (lengths only), so the arrays are allocated once.
+    placements: list[tuple[int, int]] = []  # (row, column)
+    row, used = 0, 0
     for sample in samples:
-        if len(sample.input_ids) > max_seq_len:
+        n = len(sample.input_ids)
+        if n > max_seq_len:
             raise ValueError("sample longer than max_seq_len; tokenize_sample truncates")
-        if cur_ids and len(cur_ids) + len(sample.input_ids) > max_seq_len:
-            close()
-            cur_ids, cur_labels = [], []
-        cur_ids.extend(sample.input_ids)
-        cur_labels.extend(sample.labels)
-        packed.sample_rows.append(len(packed.input_ids))
-        packed.real_tokens += len(sample.input_ids)
-    if cur_ids:
-        close()
-    return packed
+        if used and used + n > max_seq_len:
+            row, used = row + 1, 0
+        placements.append((row, used))
+        used += n
+    rows = row + 1 if samples else 0
+    input_ids = np.full((rows, max_seq_len), pad_id, dtype=np.int32)
+    labels = np.full((rows, max_seq_len), IGNORE_INDEX, dtype=np.int32)
+    real = 0
+    # Pass 2: copy the tokens in.
+    for sample, (r, c) in zip(samples, placements, strict=True):
+        n = len(sample.input_ids)
+        input_ids[r, c:c + n] = sample.input_ids
+        labels[r, c:c + n] = sample.labels
+        real += n
+    return PackedRows(input_ids, labels, [r for r, _ in placements], real)

@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.training.config import TINY_RANDOM, TrainConfig
-from adapters.training.dataset import PackedDataset, collate, corpus_text, prepare, read_sources
-from adapters.training.packing import hf_encoder
+from adapters.training.dataset import (
+    PackedDataset,
+    collate,
+    corpus_text,
+    load_or_prepare,
+    read_sources,
+)
 from adapters.training.plots import plot_loss, read_loss_log
 
 logger = logging.getLogger(__name__)
@@ -72,7 +77,7 @@ def _callbacks(output_dir: Path, tokens_per_step: int, real_fraction: float):
     return LossLog(), Throughput()
 
 
-def _base_model(config: TrainConfig, corpus: list[str], output_dir: Path, is_main: bool) -> Path:
+def base_model(config: TrainConfig, output_dir: Path, is_main: bool) -> Path:
     if config.model.path != TINY_RANDOM:
         return Path(config.model.path)
     base = output_dir / "base-model"
@@ -80,6 +85,8 @@ def _base_model(config: TrainConfig, corpus: list[str], output_dir: Path, is_mai
     if is_main and not (base / "config.json").exists():
         from server.demo_model import build_tiny_llama
 
+        # Its tokenizer learns the training text, so the tiny vocabulary fits the data.
+        corpus = corpus_text(read_sources(config.data))
         build_tiny_llama(base, hidden_size=config.model.tiny_hidden_size,
                          num_layers=config.model.tiny_layers, num_heads=config.model.tiny_heads,
                          num_kv_heads=config.model.tiny_heads, seed=config.training.seed,
@@ -145,13 +152,13 @@ def train(config: TrainConfig, extra_callbacks: Sequence = (), export: bool = Tr
     world = args.world_size
     rows_per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world
 
-    by_source = read_sources(config.data)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # The main process builds (tiny base) and packs first; the others then load its cache.
     with state.main_process_first():
-        base_dir = _base_model(config, corpus_text(by_source), output_dir, state.is_main_process)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir, use_fast=True)
-    data = prepare(config.data, by_source, hf_encoder(tokenizer), rows_per_step,
-                   output_dir if state.is_main_process else None)
+        base_dir = base_model(config, output_dir, state.is_main_process)
+        tokenizer = AutoTokenizer.from_pretrained(base_dir, use_fast=True)
+        data = load_or_prepare(config.data, tokenizer, base_dir, rows_per_step, output_dir,
+                               state.is_main_process)
     if state.is_main_process:
         (output_dir / "train_config.json").write_text(
             json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n")

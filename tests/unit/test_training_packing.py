@@ -72,8 +72,8 @@ def s(n: int, tag: int) -> TokenizedSample:
 
 def test_greedy_packing_literal_rows() -> None:
     packed = pack([s(3, 5), s(2, 6), s(4, 7), s(1, 8)], max_seq_len=6)
-    assert packed.input_ids == [[5, 5, 5, 6, 6, 0], [7, 7, 7, 7, 8, 0]]
-    assert packed.labels == [[105, 105, 105, 106, 106, X], [107, 107, 107, 107, 108, X]]
+    assert packed.input_ids.tolist() == [[5, 5, 5, 6, 6, 0], [7, 7, 7, 7, 8, 0]]
+    assert packed.labels.tolist() == [[105, 105, 105, 106, 106, X], [107, 107, 107, 107, 108, X]]
     assert packed.sample_rows == [0, 0, 1, 1]
     assert packed.efficiency == pytest.approx(10 / 12)
 
@@ -81,13 +81,13 @@ def test_greedy_packing_literal_rows() -> None:
 def test_packing_keeps_order_and_does_not_look_ahead() -> None:
     # Upstream is greedy in order: the 1-token sample does NOT back-fill row 0.
     packed = pack([s(4, 5), s(3, 6), s(1, 7)], max_seq_len=5)
-    assert packed.input_ids == [[5, 5, 5, 5, 0], [6, 6, 6, 7, 0]]
+    assert packed.input_ids.tolist() == [[5, 5, 5, 5, 0], [6, 6, 6, 7, 0]]
     assert packed.sample_rows == [0, 1, 1]
 
 
 def test_exact_fit_has_no_padding() -> None:
     packed = pack([s(2, 5), s(2, 6)], max_seq_len=4)
-    assert packed.input_ids == [[5, 5, 6, 6]]
+    assert packed.input_ids.tolist() == [[5, 5, 6, 6]]
     assert packed.efficiency == 1.0
 
 
