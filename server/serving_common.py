@@ -42,11 +42,10 @@ def check_max_tokens(requested: int | None, param: str, model: ModelInfo,
                      settings: ServeSettings) -> None:
     limit = min(settings.max_tokens_limit or model.max_model_len, model.max_model_len)
     if requested is not None and requested > limit:
-        raise bad_request(
-            f"'{param}' is {requested}, more than this server allows ({limit}; context length "
-            f"{model.max_model_len}, --max-tokens-limit {settings.max_tokens_limit}).",
-            param=param, code="max_tokens_too_large",
-        )
+        why = (f"--max-tokens-limit {limit}" if limit == settings.max_tokens_limit
+               else f"the context length {limit}")
+        raise bad_request(f"'{param}' is {requested}, more than this server allows ({why}).",
+                          param=param, code="max_tokens_too_large")
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

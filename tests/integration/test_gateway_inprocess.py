@@ -1,0 +1,214 @@
+"""The gateway in process (ASGI) over a fake engine: the timing-sensitive paths.
+
+Admission, queue and idle timeouts, the drain deadline, engine death, body limits and auth,
+with deterministic timing. The same behaviours run against the real engine in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from server.app import build_app
+from server.settings import ServeSettings
+from tests.support.fake_engine import FakeEngine, fake_model
+
+
+def make_app(engine: FakeEngine, **settings):
+    return build_app(ServeSettings(**settings), engine, fake_model())
+
+
+def client_for(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                             timeout=30)
+
+
+def body(max_tokens: int = 4, stream: bool = False, **extra) -> dict:
+    return {"model": "fake", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": max_tokens, "stream": stream, **extra}
+
+
+def sse_events(text: str) -> list[str]:
+    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_chat_round_trip_and_headers() -> None:
+    async def go():
+        async with client_for(make_app(FakeEngine())) as client:
+            return await client.post("/v1/chat/completions", json=body(),
+                                     headers={"X-Request-Id": "req-1"})
+
+    response = run(go())
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-1"
+    assert response.headers["x-huatuo-trimmed-turns"] == "0"
+    data = response.json()
+    assert data["choices"][0]["message"]["content"] == "abcd"
+    assert data["usage"] == {"prompt_tokens": len("<问>：hi\n<答>："), "completion_tokens": 4,
+                             "total_tokens": len("<问>：hi\n<答>：") + 4}
+
+
+def test_admission_rejects_beyond_the_limit_with_retry_after() -> None:
+    engine = FakeEngine(first_delay=0.5)
+
+    async def go():
+        async with client_for(make_app(engine, max_concurrent_requests=2)) as client:
+            return await asyncio.gather(*(client.post("/v1/chat/completions", json=body())
+                                          for _ in range(6)))
+
+    statuses = sorted(r.status_code for r in run(go()))
+    assert statuses == [200, 200, 429, 429, 429, 429]
+
+
+def test_queue_timeout_is_a_clear_503() -> None:
+    async def go():
+        async with client_for(make_app(FakeEngine(first_delay=5), queue_timeout=0.2)) as client:
+            return await client.post("/v1/chat/completions", json=body())
+
+    response = run(go())
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "queue_timeout"
+
+
+def test_idle_stream_ends_with_error_chunk_and_done() -> None:
+    engine = FakeEngine(token_delay=5)
+
+    async def go():
+        app = make_app(engine, stream_idle_timeout=0.2)
+        async with client_for(app) as client:
+            return await client.post("/v1/chat/completions", json=body(stream=True))
+
+    events = sse_events(run(go()).text)
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "stream_idle_timeout"
+    assert not engine.running  # the engine request was aborted
+
+
+def test_drain_deadline_ends_streams_with_error_then_done() -> None:
+    engine = FakeEngine(token_delay=0.05)
+
+    async def go():
+        app = make_app(engine, shutdown_timeout=0.3)
+        async with client_for(app) as client:
+            long = asyncio.create_task(client.post("/v1/chat/completions",
+                                                   json=body(max_tokens=200, stream=True)))
+            short = asyncio.create_task(client.post("/v1/chat/completions",
+                                                    json=body(max_tokens=3, stream=True)))
+            await asyncio.sleep(0.1)
+            drain = asyncio.create_task(app.state.lifecycle.drain(0.3, engine.abort))
+            await asyncio.sleep(0.05)
+            health = await client.get("/health")
+            late = await client.post("/v1/chat/completions", json=body())
+            await drain
+            return await long, await short, health, late
+
+    long, short, health, late = run(go())
+    assert health.status_code == 503
+    assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
+    short_events = sse_events(short.text)
+    assert short_events[-1] == "[DONE]" and "error" not in short_events[-2]
+    long_events = sse_events(long.text)
+    assert long_events[-1] == "[DONE]"
+    assert json.loads(long_events[-2])["error"]["code"] == "shutting_down"
+    assert engine.aborted
+
+
+def test_engine_death_fails_streams_and_calls_back() -> None:
+    engine = FakeEngine(token_delay=0.05)
+    died = asyncio.Event()
+
+    async def go():
+        app = build_app(ServeSettings(), engine, fake_model(), on_engine_dead=died.set)
+        async with app.router.lifespan_context(app), client_for(app) as client:
+            stream = asyncio.create_task(client.post("/v1/chat/completions",
+                                                     json=body(max_tokens=200, stream=True)))
+            await asyncio.sleep(0.2)
+            engine.errored = True
+            response = await stream
+            await asyncio.wait_for(died.wait(), 10)
+            health = await client.get("/health")
+            return response, health
+
+    response, health = run(go())
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "engine_dead"
+    assert health.status_code == 503
+
+
+def test_body_limit_is_413() -> None:
+    async def go():
+        async with client_for(make_app(FakeEngine(), max_body_bytes=1000)) as client:
+            big = body()
+            big["messages"][0]["content"] = "x" * 5000
+            return await client.post("/v1/chat/completions", json=big)
+
+    response = run(go())
+    assert response.status_code == 413
+    assert "--max-body-bytes" in response.json()["error"]["message"]
+
+
+def test_message_count_limit() -> None:
+    async def go():
+        async with client_for(make_app(FakeEngine(), max_messages=3)) as client:
+            many = body()
+            many["messages"] = [{"role": "user", "content": "a"},
+                                {"role": "assistant", "content": "b"}] * 2 + many["messages"]
+            return await client.post("/v1/chat/completions", json=many)
+
+    response = run(go())
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages"
+
+
+def test_max_tokens_limit_names_the_limit() -> None:
+    async def go():
+        async with client_for(make_app(FakeEngine(), max_tokens_limit=8)) as client:
+            return await client.post("/v1/chat/completions", json=body(max_tokens=9))
+
+    response = run(go())
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "max_tokens" and "--max-tokens-limit" in error["message"]
+
+
+def test_metrics_need_a_key_unless_public() -> None:
+    async def go(public: bool):
+        app = make_app(FakeEngine(), api_keys=["k"], public_metrics=public)
+        async with client_for(app) as client:
+            return (await client.get("/metrics")).status_code, (await client.get(
+                "/health")).status_code
+
+    assert run(go(False)) == (401, 200)
+    assert run(go(True)) == (200, 200)
+
+
+def test_cors_only_for_allowed_origins() -> None:
+    async def go(origin: str):
+        app = make_app(FakeEngine(), allowed_origins=["https://app.example"])
+        async with client_for(app) as client:
+            return await client.options("/v1/models", headers={
+                "Origin": origin, "Access-Control-Request-Method": "GET"})
+
+    assert run(go("https://app.example")).headers["access-control-allow-origin"] == (
+        "https://app.example")
+    assert "access-control-allow-origin" not in run(go("https://evil.example")).headers
+
+
+@pytest.mark.parametrize("payload", [b"[]", b"null", b"{\"model\": 3}", b"\xff\xfe"])
+def test_malformed_bodies_are_400_not_500(payload: bytes) -> None:
+    async def go():
+        async with client_for(make_app(FakeEngine())) as client:
+            return await client.post("/v1/chat/completions", content=payload,
+                                     headers={"content-type": "application/json"})
+
+    response = run(go())
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
