@@ -11,7 +11,6 @@ The rotary embedding (base 10000, rotate-half) and RMSNorm are Llama's own.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from adapters.checkpoint import gptq
 from adapters.checkpoint.errors import ConversionError
@@ -29,9 +28,19 @@ def has_norm_head(config: dict) -> bool:
     return "z_loss_weight" in config or config.get("vocab_size") == 125696
 
 
-def normalise_rows(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    # In fp32 whatever the storage dtype: the fold is then exact up to the final rounding.
-    return [F.normalize(tensors[0].float(), dim=-1)]
+def normalise_rows(tensors: list[torch.Tensor], dtype: torch.dtype,
+                   chunk_rows: int = 4096) -> list[torch.Tensor]:
+    """F.normalize of every row (x / max(||x||, 1e-12)), computed in float32 whatever the
+    storage dtype (the fold is then exact up to the final rounding), chunk by chunk and in
+    place when the dtype stays: Baichuan2's lm_head is 125696 x 4096, and a float32 copy of it
+    would more than double the converter's peak memory."""
+    weight = tensors[0]
+    out = weight if weight.dtype == dtype else torch.empty(weight.shape, dtype=dtype)
+    for start in range(0, weight.shape[0], chunk_rows):
+        rows = weight[start:start + chunk_rows].float()
+        norms = torch.linalg.vector_norm(rows, dim=-1, keepdim=True).clamp_min_(1e-12)
+        out[start:start + chunk_rows].copy_(rows.div_(norms))
+    return [out]
 
 
 def _split_rule(info, hidden: int, quant: dict | None) -> Rule:
@@ -46,7 +55,8 @@ def _split_rule(info, hidden: int, quant: dict | None) -> Rule:
         shapes = ((hidden, hidden),) * 3
 
         def split(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [t.clone() for t in torch.split(tensors[0], hidden, dim=0)]
+            # Row blocks of a contiguous tensor are contiguous views: no copy needed.
+            return list(torch.split(tensors[0], hidden, dim=0))
 
         return Rule((info.name,), outputs, shapes, (info.dtype,) * 3, split)
     if quant is None:
@@ -102,7 +112,7 @@ def plan_baichuan2(config: dict, source: SourceCheckpoint, quant: dict | None) -
             rules.append(copy_rule(info))
         elif info.name == "lm_head.weight" and norm_head:
             rules.append(Rule((info.name,), (info.name,), (info.shape,), (info.dtype,),
-                              normalise_rows))
+                              normalise_rows, takes_dtype=True))
         else:
             rules.append(copy_rule(info))
     steps = ["split self_attn.W_pack into q_proj/k_proj/v_proj (rows [0,h), [h,2h), [2h,3h))"]

@@ -87,7 +87,9 @@ class RuleRunner:
         if self._current is None or self._current[0] != id(rule):
             self._current = None  # free the previous rule's tensors first
             inputs = [self.source.load(name) for name in rule.inputs]
-            results = rule.transform(inputs)
+            results = (rule.transform(inputs, self.target) if rule.takes_dtype
+                       else rule.transform(inputs))
+            del inputs
             self._current = (id(rule), dict(zip(rule.outputs, results, strict=True)))
         tensor = self._current[1].pop(spec.name)
         if tensor.dtype.is_floating_point and tensor.dtype != spec.dtype:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 from collections.abc import Callable, Iterable
@@ -288,6 +289,9 @@ def write_shards(
                 f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
                 weight_map[spec.name] = file_name
                 on_tensor(spec)
+            # Durable before the staging directory is renamed into place.
+            f.flush()
+            os.fsync(f.fileno())
     index = {
         "metadata": {"total_size": sum(t.nbytes for s in shards for t in s)},
         "weight_map": weight_map,

@@ -30,6 +30,9 @@ class Rule:
     # Output dtypes before the final cast (the cast applies to floating outputs only).
     dtypes: tuple[torch.dtype, ...]
     transform: Transform = identity
+    # Transforms that compute in float32 get the output dtype as a second argument, so they
+    # can round chunk by chunk instead of holding a float32 copy of a whole large tensor.
+    takes_dtype: bool = False
 
 
 @dataclass

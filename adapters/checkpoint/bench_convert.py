@@ -1,0 +1,214 @@
+"""Benchmark `huatuo convert` on a synthetic multi-GB Baichuan2-7B-shaped checkpoint.
+
+Not a test: it prints figures. Throughput is source bytes per second of wall time; peak RSS is
+the converter process's high-water mark (VmHWM via wait4), divided by the largest shard
+(input or output). Runs start with the source evicted from the page cache
+(posix_fadvise DONTNEED), so they read from disk; a plain cold read and a cold copy of the same
+files give the disk's own speed for comparison.
+
+    python -m adapters.checkpoint.bench_convert --size-gb 5 --workdir /tmp/convert-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from adapters.checkpoint.io import OutputTensor, parse_size, plan_shards, write_shards
+
+ROOT = Path(__file__).resolve().parents[2]
+# Baichuan2-7B's real dimensions; the layer count sets the size.
+HIDDEN, INTERMEDIATE, VOCAB = 4096, 11008, 125696
+
+
+def _layer_bytes() -> int:
+    return 2 * (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN)
+
+
+def _train_tokenizer(path: Path) -> None:
+    import sentencepiece as spm
+
+    text = ["头痛发烧咳嗽高血压糖尿病 headache fever cough 0123456789"] * 200
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text), model_writer=model, vocab_size=300, model_type="bpe",
+        byte_fallback=True, add_dummy_prefix=False, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, minloglevel=2, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+    path.write_bytes(model.getvalue())
+
+
+def build_source(directory: Path, layers: int, fmt: str, shard_bytes: int) -> None:
+    """A Baichuan2-7B-layout checkpoint (bf16, W_pack, NormHead) of `layers` layers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"architectures": ["BaichuanForCausalLM"], "model_type": "baichuan",
+              "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE,
+              "num_attention_heads": 32, "num_hidden_layers": layers, "vocab_size": VOCAB,
+              "max_position_embeddings": 4096, "model_max_length": 4096, "rms_norm_eps": 1e-6,
+              "z_loss_weight": 0, "torch_dtype": "bfloat16", "bos_token_id": 1,
+              "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu"}
+    (directory / "config.json").write_text(json.dumps(config))
+    _train_tokenizer(directory / "tokenizer.model")
+    specs = [OutputTensor("model.embed_tokens.weight", torch.bfloat16, (VOCAB, HIDDEN))]
+    for n in range(layers):
+        p = f"model.layers.{n}."
+        specs += [
+            OutputTensor(p + "self_attn.W_pack.weight", torch.bfloat16, (3 * HIDDEN, HIDDEN)),
+            OutputTensor(p + "self_attn.o_proj.weight", torch.bfloat16, (HIDDEN, HIDDEN)),
+            OutputTensor(p + "mlp.gate_proj.weight", torch.bfloat16, (INTERMEDIATE, HIDDEN)),
+            OutputTensor(p + "mlp.up_proj.weight", torch.bfloat16, (INTERMEDIATE, HIDDEN)),
+            OutputTensor(p + "mlp.down_proj.weight", torch.bfloat16, (HIDDEN, INTERMEDIATE)),
+            OutputTensor(p + "input_layernorm.weight", torch.bfloat16, (HIDDEN,)),
+            OutputTensor(p + "post_attention_layernorm.weight", torch.bfloat16, (HIDDEN,)),
+        ]
+    specs += [OutputTensor("model.norm.weight", torch.bfloat16, (HIDDEN,)),
+              OutputTensor("lm_head.weight", torch.bfloat16, (VOCAB, HIDDEN))]
+    generator = torch.Generator().manual_seed(0)
+
+    def random(spec: OutputTensor) -> torch.Tensor:
+        return (torch.randn(spec.shape, generator=generator) * 0.02).to(spec.dtype)
+
+    shards = plan_shards(specs, shard_bytes)
+    if fmt == "safetensors":
+        write_shards(directory, shards, random)
+        # Published names: model.safetensors.index.json already; keep HF's file names.
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin"
+        torch.save({s.name: random(s) for s in shard}, directory / name)
+        weight_map.update({s.name: name for s in shard})
+    (directory / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def evict(directory: Path) -> None:
+    """Drop the files' pages from the page cache, so the next read comes from disk."""
+    for path in directory.iterdir():
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno()) if os.access(path, os.W_OK) else None
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def weight_bytes(directory: Path) -> tuple[int, int]:
+    sizes = [p.stat().st_size for p in directory.iterdir()
+             if p.suffix in (".safetensors", ".bin")]
+    return sum(sizes), max(sizes)
+
+
+# Peak RSS is read inside the converter process: a child's rusage ru_maxrss would include the
+# parent's memory at fork time (Linux carries the high-water mark across fork and exec).
+_CONVERT = (
+    "import re, sys\n"
+    "from server.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+    "print('PEAK_RSS_KB', hwm, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def run_convert(src: Path, dst: Path, extra: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one `huatuo convert` process."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", _CONVERT, "convert", str(src), str(dst), "--force", "--quiet",
+         *extra], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"convert failed: {result.stderr}")
+    peak = int(re.search(r"PEAK_RSS_KB (\d+)", result.stderr).group(1))
+    return seconds, peak * 1024
+
+
+def baseline_rss() -> int:
+    """Peak RSS of a process that only imports what the converter imports."""
+    code = ("import re, adapters.checkpoint.convert, tokenizers, sentencepiece\n"
+            "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    return int(out.stdout) * 1024
+
+
+def disk_baselines(src: Path, scratch: Path) -> dict[str, float]:
+    total, _ = weight_bytes(src)
+    evict(src)
+    started = time.monotonic()
+    for path in src.iterdir():
+        with path.open("rb") as f:
+            while f.read(64 << 20):
+                pass
+    read = total / (time.monotonic() - started) / 1e9
+    evict(src)
+    scratch.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for path in src.iterdir():
+        shutil.copyfile(path, scratch / path.name)
+        with (scratch / path.name).open("rb+") as f:
+            os.fsync(f.fileno())
+    copy = total / (time.monotonic() - started) / 1e9
+    shutil.rmtree(scratch)
+    return {"cold_read_gbps": read, "cold_copy_gbps": copy}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-gb", type=float, default=5.0, help="Approximate source size.")
+    parser.add_argument("--source-shard-size", default="2GB")
+    parser.add_argument("--shard-size", default="2GB", help="Output shard size.")
+    parser.add_argument("--formats", default="safetensors,bin")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/huatuo-convert-bench"))
+    parser.add_argument("--keep", action="store_true", help="Keep the synthetic checkpoints.")
+    args = parser.parse_args(argv)
+    fixed = 2 * 2 * VOCAB * HIDDEN
+    layers = max(1, round((args.size_gb * 1e9 - fixed) / _layer_bytes()))
+    base = baseline_rss()
+    print(f"machine: {os.cpu_count()} CPUs; synthetic Baichuan2-7B-shaped checkpoint, bf16, "
+          f"{layers} layers; converter import baseline RSS {base / 1e9:.2f} GB")
+    results = []
+    try:
+        for fmt in args.formats.split(","):
+            src = args.workdir / f"src-{fmt}"
+            if not (src / "config.json").exists():
+                print(f"building {src} ...", flush=True)
+                build_source(src, layers, fmt, parse_size(args.source_shard_size))
+            total, largest_in = weight_bytes(src)
+            if fmt == args.formats.split(",")[0]:
+                disk = disk_baselines(src, args.workdir / "copy")
+                print(f"disk: cold read {disk['cold_read_gbps']:.2f} GB/s, cold copy "
+                      f"(read + write + fsync) {disk['cold_copy_gbps']:.2f} GB/s")
+            for label, extra in (("sha256 manifest", []), ("--no-hash", ["--no-hash"])):
+                dst = args.workdir / "out"
+                evict(src)
+                seconds, peak = run_convert(src, dst, ["--shard-size", args.shard_size, *extra])
+                _, largest_out = weight_bytes(dst)
+                largest = max(largest_in, largest_out)
+                row = {"format": fmt, "mode": label, "source_gb": total / 1e9,
+                       "seconds": seconds, "gbps": total / seconds / 1e9,
+                       "peak_rss_gb": peak / 1e9, "largest_input_shard_gb": largest_in / 1e9,
+                       "largest_output_shard_gb": largest_out / 1e9,
+                       "rss_over_largest_shard": peak / largest}
+                results.append(row)
+                print(f"{fmt:<11} {label:<16} {total / 1e9:5.2f} GB in {seconds:6.1f} s = "
+                      f"{row['gbps']:.2f} GB/s; peak RSS {peak / 1e9:.2f} GB = "
+                      f"{row['rss_over_largest_shard']:.2f} x largest shard "
+                      f"({largest / 1e9:.2f} GB)", flush=True)
+                shutil.rmtree(dst)
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
