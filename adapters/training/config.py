@@ -248,7 +248,9 @@ def add_override_flags(parser: argparse.ArgumentParser) -> None:
             metavar = {bool: "BOOL", int: "N", float: "X", list[str]: "A,B"}.get(kind, "VALUE")
             group.add_argument(f"--{section}.{f.name}", dest=f"override:{section}.{f.name}",
                                metavar=metavar, default=None,
-                               help=f"{f.metadata.get('help', '')} (default: {default!r})")
+                               # argparse %-formats help text.
+                               help=f"{f.metadata.get('help', '')} (default: {default!r})"
+                               .replace("%", "%%"))
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
