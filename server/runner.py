@@ -10,8 +10,10 @@ makes it exit 1, so the orchestrator restarts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -28,8 +30,9 @@ EXIT_ENGINE_DEAD = 1
 
 
 class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # signals are ours (see module docstring)
-        pass
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # SIGTERM/SIGINT are ours (see the module docstring), not uvicorn's
 
 
 def serve(settings: ServeSettings, model_dir: Path) -> int:

@@ -1,0 +1,267 @@
+"""Reliability and security against live servers with the real engine (issue: guarantees).
+
+Auth, admission control under a burst, cancellation on disconnect, graceful drain on SIGTERM,
+and engine failure. Each server here is started once for the tests that need its settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.server_process import ServerProcess, start_server
+from tests.support.sse import read_stream
+
+pytestmark = pytest.mark.e2e
+MODEL = "tiny-huatuo"
+KEYS = ["key-one-0123456789", "key-two-abcdefghij"]
+ADMISSION_LIMIT = 4
+
+
+def chat_body(content: str = "头痛怎么办？", max_tokens: int = 32, **extra) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens, **extra}
+
+
+def scrape(base_url: str, name: str, headers: dict | None = None) -> float:
+    """Sum of a metric's samples on /metrics."""
+    text = httpx.get(f"{base_url}/metrics", headers=headers).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def guarded_server(tiny_model_dir: Path, tmp_path_factory) -> Iterator[ServerProcess]:
+    """API keys and a small admission limit."""
+    log = tmp_path_factory.mktemp("logs") / "guarded.log"
+    args = ["--model", str(tiny_model_dir), "--max-model-len", "1024", "--dtype", "float32",
+            "--max-concurrent-requests", str(ADMISSION_LIMIT)]
+    for key in KEYS:
+        args += ["--api-key", key]
+    server = start_server(args, log)
+    yield server
+    server.stop()
+
+
+ROUTES = [
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/chat/completions", chat_body(max_tokens=2)),
+    ("POST", "/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 2}),
+    ("GET", "/version", None),
+    ("GET", "/metrics", None),
+    ("GET", "/docs", None),
+    ("GET", "/openapi.json", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+def test_every_route_requires_a_key(guarded_server: ServerProcess, method: str, path: str,
+                                    body: dict | None) -> None:
+    url = guarded_server.base_url + path
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": KEYS[0]}):
+        response = httpx.request(method, url, json=body, headers=headers)
+        assert response.status_code == 401, (headers, response.text)
+        error = response.json()["error"]
+        assert error["type"] == "authentication_error" and error["code"] == "invalid_api_key"
+    for key in KEYS:
+        response = httpx.request(method, url, json=body,
+                                 headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200, response.text
+
+
+def test_health_needs_no_key_and_keys_never_logged(guarded_server: ServerProcess) -> None:
+    assert httpx.get(f"{guarded_server.base_url}/health").status_code == 200
+    httpx.get(f"{guarded_server.base_url}/v1/models",
+              headers={"Authorization": f"Bearer {KEYS[1]}"})
+    log = guarded_server.log_text()
+    assert all(key not in log for key in KEYS)
+
+
+def test_request_id_is_validated_and_echoed(guarded_server: ServerProcess) -> None:
+    auth = {"Authorization": f"Bearer {KEYS[0]}"}
+    url = f"{guarded_server.base_url}/v1/models"
+    assert httpx.get(url, headers={**auth, "X-Request-Id": "abc-123"}).headers[
+        "x-request-id"] == "abc-123"
+    assert len(httpx.get(url, headers=auth).headers["x-request-id"]) >= 16
+    bad = httpx.get(url, headers={**auth, "X-Request-Id": "bad id with spaces"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "X-Request-Id"
+
+
+def test_cors_is_off_by_default(guarded_server: ServerProcess) -> None:
+    response = httpx.options(f"{guarded_server.base_url}/v1/models", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_overload_burst_gets_answers_or_429(guarded_server: ServerProcess) -> None:
+    """A burst at ten times the admission limit: complete answers or 429s, nothing else."""
+    auth = {"Authorization": f"Bearer {KEYS[0]}"}
+    url = f"{guarded_server.base_url}/v1/chat/completions"
+    rejected_before = scrape(guarded_server.base_url, "huatuo_admission_rejections_total", auth)
+
+    async def one(i: int):
+        async with httpx.AsyncClient(timeout=120) as client:
+            if i % 2:
+                return await read_stream(client, url, chat_body(max_tokens=48, stream=True),
+                                         auth)
+            response = await client.post(url, json=chat_body(max_tokens=48), headers=auth)
+            return response
+
+    async def burst():
+        return await asyncio.gather(*(one(i) for i in range(10 * ADMISSION_LIMIT)))
+
+    results = asyncio.run(burst())
+    outcomes = Counter()
+    for result in results:
+        if isinstance(result, httpx.Response):
+            if result.status_code == 200:
+                assert result.json()["choices"][0]["finish_reason"] in ("stop", "length")
+                outcomes["completed"] += 1
+            else:
+                assert result.status_code == 429, result.text
+                assert result.headers["retry-after"] == "1"
+                outcomes["rejected"] += 1
+        else:
+            assert result.transport_error is None
+            if result.status == 200:
+                assert result.done and result.error is None and result.finish_reasons
+                outcomes["completed"] += 1
+            else:
+                assert result.status == 429
+                outcomes["rejected"] += 1
+    assert outcomes["completed"] + outcomes["rejected"] == 10 * ADMISSION_LIMIT
+    assert outcomes["completed"] >= ADMISSION_LIMIT and outcomes["rejected"] > 0
+    rejected_after = scrape(guarded_server.base_url, "huatuo_admission_rejections_total", auth)
+    assert rejected_after - rejected_before == outcomes["rejected"]
+    assert httpx.get(f"{guarded_server.base_url}/health").status_code == 200
+    print(f"burst of {10 * ADMISSION_LIMIT}: {dict(outcomes)}, lost 0")
+
+
+def test_disconnected_clients_free_the_engine(server: ServerProcess) -> None:
+    """Clients that go away mid-stream: vLLM's running/waiting gauges return to zero."""
+    url = f"{server.base_url}/v1/chat/completions"
+    clients = 16
+
+    async def leave_mid_stream() -> int:
+        async with httpx.AsyncClient(timeout=60) as client:
+            body = chat_body(max_tokens=400, stream=True, temperature=1.0)
+            async with client.stream("POST", url, json=body) as response:
+                received = 0
+                async for line in response.aiter_lines():
+                    received += line.startswith("data: ")
+                    if received >= 3:
+                        break  # closes the connection mid-stream
+                return received
+
+    async def run() -> list[int]:
+        return await asyncio.gather(*(leave_mid_stream() for _ in range(clients)))
+
+    assert all(n >= 3 for n in asyncio.run(run()))
+    deadline = time.monotonic() + 3.0
+    busy = None
+    while time.monotonic() < deadline:
+        busy = (scrape(server.base_url, "vllm:num_requests_running")
+                + scrape(server.base_url, "vllm:num_requests_waiting"))
+        if busy == 0:
+            break
+        time.sleep(0.2)
+    assert busy == 0, f"{busy} engine requests still running after the clients left"
+    assert scrape(server.base_url, "huatuo_client_disconnects_total") >= clients
+
+
+def test_non_streaming_disconnect_aborts(server: ServerProcess) -> None:
+    url = f"{server.base_url}/v1/chat/completions"
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(url, json=chat_body(max_tokens=400, temperature=1.0), timeout=0.3)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        if scrape(server.base_url, "vllm:num_requests_running") == 0:
+            break
+        time.sleep(0.2)
+    assert scrape(server.base_url, "vllm:num_requests_running") == 0
+
+
+def test_sigterm_drains_gracefully(tiny_model_dir: Path, tmp_path: Path) -> None:
+    server = start_server(["--model", str(tiny_model_dir), "--max-model-len", "4096",
+                           "--dtype", "float32", "--shutdown-timeout", "4"],
+                          tmp_path / "drain.log")
+    url = f"{server.base_url}/v1/chat/completions"
+    try:
+        async def scenario():
+            async with httpx.AsyncClient(timeout=60) as client:
+                # Long streams that cannot finish within the deadline, and short ones that can.
+                long = [asyncio.create_task(read_stream(
+                    client, url, chat_body(max_tokens=3500, stream=True, temperature=1.0)))
+                    for _ in range(3)]
+                short = [asyncio.create_task(read_stream(
+                    client, url, chat_body(max_tokens=300, stream=True, temperature=1.0)))
+                    for _ in range(3)]
+                await asyncio.sleep(1.5)
+                server.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                health = await client.get(f"{server.base_url}/health")
+                try:
+                    late = (await client.post(url, json=chat_body(max_tokens=2))).status_code
+                except httpx.HTTPError:
+                    late = "refused"
+                return await asyncio.gather(*long), await asyncio.gather(*short), health, late
+
+        long, short, health, late = asyncio.run(scenario())
+        assert health.status_code == 503
+        assert late in (503, "refused")
+        for result in long + short:
+            assert result.status == 200 and result.done, result
+            if result.error is None:
+                assert result.finish_reasons, result
+        assert all(r.error is None for r in short)
+        assert any(r.error and r.error["code"] == "shutting_down" for r in long)
+        assert server.process.wait(30) == 0
+    finally:
+        server.stop()
+
+
+def _engine_core(server: ServerProcess) -> psutil.Process:
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        if "EngineCore" in " ".join(child.cmdline()) or "EngineCore" in child.name():
+            return child
+    raise AssertionError("no EngineCore process found")
+
+
+def test_engine_death_fails_requests_and_exits_nonzero(tiny_model_dir: Path,
+                                                       tmp_path: Path) -> None:
+    server = start_server(["--model", str(tiny_model_dir), "--max-model-len", "4096",
+                           "--dtype", "float32"], tmp_path / "dead.log")
+    url = f"{server.base_url}/v1/chat/completions"
+    try:
+        async def scenario():
+            async with httpx.AsyncClient(timeout=60) as client:
+                streams = [asyncio.create_task(read_stream(
+                    client, url, chat_body(max_tokens=3500, stream=True, temperature=1.0)))
+                    for _ in range(2)]
+                await asyncio.sleep(1.5)
+                _engine_core(server).kill()
+                results = await asyncio.wait_for(asyncio.gather(*streams), 60)
+                try:
+                    health = (await client.get(f"{server.base_url}/health")).status_code
+                except httpx.HTTPError:
+                    health = "gone"
+                return results, health
+
+        results, health = asyncio.run(scenario())
+        for result in results:
+            assert result.done and result.error is not None, result
+        assert health in (503, "gone")
+        assert server.process.wait(60) != 0
+    finally:
+        server.stop()
