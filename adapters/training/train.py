@@ -142,6 +142,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence = (), export: bool = Tr
         train_sampling_strategy="sequential",  # the priority-sampling order IS the order
         dataloader_num_workers=t.dataloader_workers,
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step
         report_to="none",
         seed=t.seed,
         deepspeed=t.deepspeed or None,
