@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"huatuo train: {exc}")
         return 2
     from adapters.training.readers import DataError
+    from adapters.training.train import BaseModelError
 
     try:
         if args.prepare_only:
@@ -47,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"huatuo train: bad data: {exc}\n(use --data.skip_invalid true to skip such "
               "records)")
         return 1
+    except BaseModelError as exc:
+        print(f"huatuo train: {exc}")
+        return 2
     return 0
 
 

@@ -77,8 +77,29 @@ def _callbacks(output_dir: Path, tokens_per_step: int, real_fraction: float):
     return LossLog(), Throughput()
 
 
+class BaseModelError(ValueError):
+    """The base checkpoint is missing or not in the Llama layout this trainer exports."""
+
+
+def check_llama_checkpoint(path: Path) -> None:
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise BaseModelError(f"model.path: {path} has no config.json (a Llama-layout checkpoint "
+                             "directory, or 'tiny-random')")
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type != "llama":
+        raise BaseModelError(
+            f"model.path: {path} is a {model_type!r} checkpoint; train on its Llama-layout "
+            f"conversion (huatuo convert --input {path} --output <dir>), which is what the "
+            "server loads and what the export writes")
+    if not (path / "tokenizer.json").exists():
+        raise BaseModelError(f"model.path: {path} has no tokenizer.json (fast tokenizer); "
+                             "`huatuo convert` writes one")
+
+
 def base_model(config: TrainConfig, output_dir: Path, is_main: bool) -> Path:
     if config.model.path != TINY_RANDOM:
+        check_llama_checkpoint(Path(config.model.path))
         return Path(config.model.path)
     base = output_dir / "base-model"
     # Built once per run directory, so a resumed run continues from the same base.

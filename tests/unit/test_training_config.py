@@ -78,3 +78,20 @@ def test_help_renders() -> None:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     assert "--training.max_steps" in parser.format_help()
+
+
+def test_non_llama_base_checkpoint_is_refused_with_the_fix(tmp_path: Path) -> None:
+    import json
+
+    from adapters.training.train import BaseModelError, check_llama_checkpoint
+
+    with pytest.raises(BaseModelError, match="no config.json"):
+        check_llama_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "baichuan"}))
+    with pytest.raises(BaseModelError, match="huatuo convert"):
+        check_llama_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(BaseModelError, match="tokenizer.json"):
+        check_llama_checkpoint(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{}")
+    check_llama_checkpoint(tmp_path)
