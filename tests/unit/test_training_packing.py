@@ -94,3 +94,16 @@ def test_exact_fit_has_no_padding() -> None:
 def test_too_long_sample_is_refused() -> None:
     with pytest.raises(ValueError):
         pack([s(7, 5)], max_seq_len=6)
+
+
+def test_collated_batch_is_the_literal_packed_tensors() -> None:
+    import torch
+
+    from adapters.training.dataset import PackedDataset, collate
+
+    dataset = PackedDataset(pack([s(3, 5), s(2, 6), s(4, 7)], max_seq_len=5))
+    batch = collate([dataset[0], dataset[1]])
+    assert batch["input_ids"].dtype == torch.long
+    assert torch.equal(batch["input_ids"], torch.tensor([[5, 5, 5, 6, 6], [7, 7, 7, 7, 0]]))
+    assert torch.equal(batch["labels"], torch.tensor([[105, 105, 105, 106, 106],
+                                                      [107, 107, 107, 107, X]]))
