@@ -51,7 +51,12 @@ def prepare_for_serving(path: Path, cache_dir: Path) -> Path:
                     "(this takes a while for large models).", path, target)
         from adapters.checkpoint.convert import Options, convert
 
-        convert(path, target, Options(force=True, progress=True))
+        try:
+            convert(path, target, Options(progress=True))
+        except ConversionError:
+            # A replica sharing this cache finished the same conversion first: use it.
+            if not (target / "conversion.json").exists():
+                raise
         logger.info("Conversion done; serving %s.", target)
         return target
     except ConversionError as exc:

@@ -220,7 +220,7 @@ def convert(src: Path, dst: Path, options: Options = Options()) -> dict:
             verification=verification,
             seconds=round(time.monotonic() - started, 3),
         )
-        _publish(staging, dst)
+        _publish(staging, dst, options.force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -228,8 +228,14 @@ def convert(src: Path, dst: Path, options: Options = Options()) -> dict:
     return manifest
 
 
-def _publish(staging: Path, dst: Path) -> None:
+def _publish(staging: Path, dst: Path, force: bool) -> None:
     """Swap the finished staging directory into place; an old DST goes only after that."""
+    if dst.is_dir() and not any(dst.iterdir()):
+        dst.rmdir()
+    if dst.exists() and not force:
+        # Another process (a second replica converting into the same cache) got there first.
+        raise ConversionError(f"DST {dst} was created by someone else during the conversion; "
+                              "left it as it is.")
     if dst.exists():
         old = dst.parent / f"{STAGING_PREFIX}{dst.name}-old-{os.getpid()}"
         os.replace(dst, old)

@@ -191,3 +191,21 @@ def test_yi_with_unknown_norm_variant(tmp_path: Path) -> None:
     save_file(tensors, str(src / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ConversionError, match=r"'model\.layers\.0\.ln3\.weight'.*yi layout"):
         convert(src, tmp_path / "out", QUIET)
+
+
+def test_destination_created_meanwhile_is_not_clobbered(src: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas converting into one cache: the second keeps the first one's result."""
+    dst = tmp_path / "out"
+    original = convert_module._write_metadata
+
+    def racing(out, plan, target):
+        original(out, plan, target)
+        dst.mkdir()
+        (dst / "conversion.json").write_text("{}")  # the other process finished first
+
+    monkeypatch.setattr(convert_module, "_write_metadata", racing)
+    with pytest.raises(ConversionError, match="created by someone else"):
+        convert(src, dst, QUIET)
+    assert [p.name for p in dst.iterdir()] == ["conversion.json"]
+    assert not leftovers(tmp_path)
