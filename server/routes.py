@@ -84,13 +84,13 @@ async def _handle(request: Request, endpoint: str, id_prefix: str, body_model, h
     state = request.app.state
     record = RequestRecord(request_id=request.scope["state"]["request_id"], endpoint=endpoint,
                            completion_id=f"{id_prefix}-{uuid.uuid4().hex}")
+    # Only the served name becomes a label value: clients' typos must not grow the metrics.
+    record.model = body_model.model if body_model.model == state.model.name else "unknown"
+    record.stream = bool(body_model.stream)
     telemetry = state.telemetry
-    admitted = False
+    handed_to_stream = False  # then the stream records the request when it ends
     try:
         state.lifecycle.admit(record.completion_id)
-        admitted = True
-        record.model = body_model.model if body_model.model == state.model.name else "unknown"
-        record.stream = bool(body_model.stream)
         telemetry.start(record)
 
         def gone() -> None:
@@ -102,6 +102,7 @@ async def _handle(request: Request, endpoint: str, id_prefix: str, body_model, h
         if result is None:
             return Response(status_code=499)
         if result.stream is not None:
+            handed_to_stream = True
             return SSEResponse(_finishing(result.stream, record, state), result.headers, gone)
         return JSONResponse(result.body, headers=result.headers)
     except APIError as exc:
@@ -115,11 +116,8 @@ async def _handle(request: Request, endpoint: str, id_prefix: str, body_model, h
         record.status, record.error_code = error.status, error.code
         return error_response(error)
     finally:
-        if admitted and not (record.stream and record.status == 200):
+        if not handed_to_stream:
             _finish(record, state)
-        elif not admitted:
-            record.duration = 0.0
-            telemetry.finish(record)
 
 
 def _finish(record: RequestRecord, state) -> None:
