@@ -257,7 +257,13 @@ def run_compare(settings: EngineSettings, requests: Sequence[BenchRequest],
                 server = make(name)
                 print(f"[compare] starting {name}: {' '.join(server.argv)}", file=sys.stderr,
                       flush=True)
-                server.start()
+                try:
+                    server.start()
+                except (RuntimeError, TimeoutError) as exc:
+                    # One failed start must not throw away the runs already measured.
+                    print(f"[compare] {name} did not start, repeat {repeat + 1} skipped: {exc}",
+                          file=sys.stderr, flush=True)
+                    continue
                 try:
                     for spec in specs:
                         record(server, repeat, spec)
