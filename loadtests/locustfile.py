@@ -9,8 +9,9 @@ Settings (environment variables): HUATUO_BENCH_WORKLOAD (single|multi|long, defa
 HUATUO_BENCH_JSONL (a conversations file instead), HUATUO_BENCH_LANGUAGE (zh|en|mixed),
 HUATUO_BENCH_MAX_TOKENS (64), HUATUO_BENCH_MAX_MODEL_LEN (4096, for `long`), HUATUO_BENCH_SEED
 (0), HUATUO_BENCH_MODEL (default: the first id of GET /v1/models), HUATUO_BENCH_API_KEY,
-HUATUO_BENCH_STREAM (1). Streaming requests also report "TTFT" entries (time to the first
-content chunk) next to the request's own row; an error chunk inside a 200 stream is a failure.
+HUATUO_BENCH_STREAM (1). Streaming requests also report "TTFT" (time to the first content
+chunk) and "E2E" (the whole stream) rows next to the request's own row (which Locust times to
+the response headers); an error chunk inside a 200 stream is a failure.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ class ChatUser(HttpUser):
             if not done:
                 response.failure("stream ended without [DONE]")
                 return
-            if first is not None:
-                events.request.fire(request_type="TTFT", name="chat (stream)",
-                                    response_time=first * 1000.0, response_length=0,
-                                    exception=None, context={})
+            # Locust times a streamed response to its headers only: report TTFT and the
+            # whole stream (E2E) as rows of their own.
+            e2e = time.perf_counter() - start
+            for kind, seconds in (("TTFT", first), ("E2E", e2e)):
+                if seconds is not None:
+                    events.request.fire(request_type=kind, name="chat (stream)",
+                                        response_time=seconds * 1000.0, response_length=0,
+                                        exception=None, context={})
