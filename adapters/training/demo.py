@@ -1,7 +1,7 @@
 """The trained demo model: a tiny Llama trained on the bundled sample, on the CPU, once.
 
 `make demo` calls `ensure_trained_demo_model(cache_dir)`; the first call trains with
-configs/tiny-cpu.yaml (about 5 minutes on a 2-core VM, see docs/training.md) and caches the
+configs/tiny-cpu.yaml (about 4 minutes on a busy 2-core VM, see docs/training.md) and caches the
 exported checkpoint; later calls return it at once. The cache key is a hash of the config and
 the sample data, so editing either retrains.
 
