@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ DEFAULT_SHARD_BYTES = 5 * 10**9
 # Tokenizer files of a source that already has a fast tokenizer (Llama layout).
 FAST_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 STAGING_PREFIX = ".huatuo-convert-"
+# Source bytes read ahead of the tensor being written (bounded so memory stays bounded).
+PREFETCH_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,22 @@ def _target_dtype(name: str, source: SourceCheckpoint, plan: Plan) -> torch.dtyp
 
 
 class RuleRunner:
-    """Produces output tensors rule by rule, keeping only the current rule's outputs."""
+    """Produces output tensors rule by rule, keeping only the current rule's outputs.
+
+    While one rule is transformed and written, a thread reads the following rules' safetensors
+    inputs (readinto releases the GIL), so disk reads overlap with compute and writes; memory
+    grows by at most PREFETCH_BYTES or one rule's inputs. `.bin` inputs are memory-mapped and
+    read by the kernel's readahead instead.
+    """
 
     def __init__(self, source: SourceCheckpoint, plan: Plan, target: torch.dtype) -> None:
         self.source = source
         self.target = target
-        self.rule_of = {name: rule for rule in plan.rules for name in rule.outputs}
+        self.rules = plan.rules
+        self.index_of = {name: i for i, rule in enumerate(plan.rules) for name in rule.outputs}
         self._current: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self._prefetched: dict[int, Future] = {}
 
     def out_dtype(self, dtype: torch.dtype) -> torch.dtype:
         return self.target if dtype.is_floating_point else dtype
@@ -82,19 +94,45 @@ class RuleRunner:
             for name, shape, dtype in zip(rule.outputs, rule.shapes, rule.dtypes, strict=True)
         ]
 
+    def _load(self, index: int) -> list[torch.Tensor]:
+        return [self.source.load(name) for name in self.rules[index].inputs]
+
+    def _input_bytes(self, index: int) -> int:
+        return sum(self.source.tensors[name].nbytes for name in self.rules[index].inputs)
+
+    def _inputs(self, index: int) -> list[torch.Tensor]:
+        future = self._prefetched.pop(index, None)
+        inputs = future.result() if future is not None else self._load(index)
+        # Read ahead up to PREFETCH_BYTES (at least the next rule) of safetensors inputs.
+        ahead = sum(self._input_bytes(i) for i in self._prefetched)
+        following = max([index, *self._prefetched]) + 1
+        while following < len(self.rules) and (not self._prefetched or ahead < PREFETCH_BYTES):
+            if any(self.source.tensors[n].offset is None for n in self.rules[following].inputs):
+                break
+            self._prefetched[following] = self._pool.submit(self._load, following)
+            ahead += self._input_bytes(following)
+            following += 1
+        return inputs
+
     def produce(self, spec: OutputTensor) -> torch.Tensor:
-        rule: Rule = self.rule_of[spec.name]
-        if self._current is None or self._current[0] != id(rule):
+        index = self.index_of[spec.name]
+        rule: Rule = self.rules[index]
+        if self._current is None or self._current[0] != index:
             self._current = None  # free the previous rule's tensors first
-            inputs = [self.source.load(name) for name in rule.inputs]
+            inputs = self._inputs(index)
             results = (rule.transform(inputs, self.target) if rule.takes_dtype
                        else rule.transform(inputs))
             del inputs
-            self._current = (id(rule), dict(zip(rule.outputs, results, strict=True)))
+            self._current = (index, dict(zip(rule.outputs, results, strict=True)))
         tensor = self._current[1].pop(spec.name)
         if tensor.dtype.is_floating_point and tensor.dtype != spec.dtype:
             tensor = tensor.to(spec.dtype)
         return tensor
+
+    def close(self) -> None:
+        self._current = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._prefetched.clear()
 
 
 def check_destination(dst: Path, src: Path, force: bool) -> None:
@@ -190,6 +228,7 @@ def convert(src: Path, dst: Path, options: Options = Options()) -> dict:
         with _progress(sum(t.nbytes for t in outputs), options.progress) as bar:
             files = write_shards(staging, shards, runner.produce,
                                  on_tensor=lambda t: bar.update(t.nbytes))
+        runner.close()
         source.close()
         tokenizer = _write_tokenizer(src, staging, plan.llama_config, plan.layout)
         _write_metadata(staging, plan, target)
@@ -222,6 +261,7 @@ def convert(src: Path, dst: Path, options: Options = Options()) -> dict:
         )
         _publish(staging, dst, options.force)
     except BaseException:
+        runner.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("Wrote %s (%d shards) in %.1f s.", dst, len(files), time.monotonic() - started)

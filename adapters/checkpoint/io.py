@@ -93,7 +93,9 @@ def _read_safetensors_header(path: Path) -> list[TensorInfo]:
     return infos
 
 
-def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+def _load_bin(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """The state dict of a PyTorch weight file, and whether it is memory-mapped."""
+    mapped = True
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -102,6 +104,7 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
                 raise
             # Pre-1.6 (non-zip) pickles cannot be mapped: this file is read whole.
             state = torch.load(path, map_location="cpu", weights_only=True)
+            mapped = False
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
         raise ConversionError(
             f"{path}: cannot read this PyTorch weight file ({type(exc).__name__}: {exc}); "
@@ -111,7 +114,7 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
         raise ConversionError(f"{path}: expected a state dict, found {type(state).__name__}.")
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    return state
+    return state, mapped
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -167,7 +170,7 @@ class SourceCheckpoint:
     def _scan(self, path: Path) -> list[TensorInfo]:
         if path.suffix == ".safetensors":
             return _read_safetensors_header(path)
-        state = _load_bin(path)
+        state, _ = _load_bin(path)
         infos = []
         for name, tensor in state.items():
             if not isinstance(tensor, torch.Tensor):
@@ -204,11 +207,18 @@ class SourceCheckpoint:
             if got != info.nbytes:
                 raise ConversionError(f"{info.file}: truncated while reading tensor {name!r}.")
             return buffer.view(info.dtype).reshape(info.shape)
-        if self._open_bin is None or self._open_bin[0] != info.file:
-            self._open_bin = None  # drop the previous file's mapping first
-            self._open_bin = (info.file, _load_bin(info.file))
+        if self._open_bin is not None and self._open_bin[0] == info.file:
+            state = self._open_bin[1]
+        else:
+            self._open_bin = None  # drop the previous file first
+            state, mapped = _load_bin(info.file)
+            # A mapping is re-opened per tensor: every touched page of a live mapping counts as
+            # resident memory, so one long-lived mapping would grow to the whole file. Only a
+            # file that cannot be mapped is kept (it is in memory anyway).
+            if not mapped:
+                self._open_bin = (info.file, state)
         try:
-            return self._open_bin[1][name]
+            return state[name]
         except KeyError as exc:
             raise ConversionError(f"{info.file}: tensor {name!r} vanished while reading.") from exc
 
