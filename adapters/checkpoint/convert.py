@@ -262,6 +262,8 @@ def convert(src: Path, dst: Path, options: Options = Options()) -> dict:
         _publish(staging, dst, options.force)
     except BaseException:
         runner.close()
+        if hasher is not None:
+            hasher.cancel()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("Wrote %s (%d shards) in %.1f s.", dst, len(files), time.monotonic() - started)

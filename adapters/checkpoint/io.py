@@ -15,7 +15,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,9 +309,3 @@ def write_shards(
     (directory / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return names
 
-
-def iter_output_tensors(directory: Path) -> Iterable[tuple[str, torch.Tensor]]:
-    """Every tensor of a converted checkpoint (used by --verify and the tests)."""
-    source = SourceCheckpoint(directory)
-    for name in source.tensors:
-        yield name, source.load(name)

@@ -13,11 +13,14 @@ from adapters.checkpoint import CONVERTER_VERSION
 MANIFEST_NAME = "conversion.json"
 
 
-def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
+def sha256_file(path: Path, chunk: int = 16 << 20,
+                stop: threading.Event | None = None) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(chunk):
             digest.update(block)  # hashlib releases the GIL on large blocks
+            if stop is not None and stop.is_set():
+                break
     return digest.hexdigest()
 
 
@@ -29,15 +32,23 @@ class BackgroundHasher:
         self.files = files
         self.hashes: dict[str, str] = {}
         self._error: BaseException | None = None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             for path in self.files:
-                self.hashes[path.name] = sha256_file(path)
+                if self._stop.is_set():
+                    return
+                self.hashes[path.name] = sha256_file(path, stop=self._stop)
         except BaseException as exc:  # re-raised in result()
             self._error = exc
+
+    def cancel(self) -> None:
+        """Stop reading (the conversion failed): no I/O left behind in the background."""
+        self._stop.set()
+        self._thread.join()
 
     def result(self) -> dict[str, str]:
         self._thread.join()

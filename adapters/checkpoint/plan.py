@@ -15,7 +15,8 @@ import torch
 from adapters.checkpoint.errors import ConversionError
 from adapters.checkpoint.io import SourceCheckpoint, TensorInfo
 
-Transform = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+# (inputs) -> outputs, or (inputs, output dtype) -> outputs for rules with takes_dtype.
+Transform = Callable[..., list[torch.Tensor]]
 
 
 def identity(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -29,7 +29,6 @@ from adapters.checkpoint.io import SourceCheckpoint
 logger = logging.getLogger("huatuo.convert")
 
 Getter = Callable[[str], torch.Tensor]
-LAYER_KEYS = ("q", "k", "v", "o", "gate", "up", "down", "ln_in", "ln_post")
 
 
 def _linear_loader(ckpt: SourceCheckpoint, bits: int | None) -> Getter:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from adapters.checkpoint.auto import prepare_for_serving
+from adapters.checkpoint.auto import prepare_for_serving, source_key
 from tests.support.published_checkpoints import build_baichuan2_13b, build_yi
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,3 +93,12 @@ def test_prepare_for_serving_refuses_clearly(tmp_path: Path) -> None:
     src = build_baichuan2_13b(tmp_path / "b13")
     with pytest.raises(SystemExit, match="--model .*b13: .*ALiBi"):
         prepare_for_serving(src, tmp_path / "cache")
+
+
+def test_cache_key_follows_the_source_files(yi_src: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(yi_src, tmp_path / "copy"))
+    key = source_key(copy)
+    assert source_key(copy) == key
+    config = copy / "config.json"
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    assert source_key(copy) != key
