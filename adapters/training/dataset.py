@@ -97,6 +97,9 @@ def prepare(config: DataConfig, by_source: dict[str, list[Sample]], encode_batch
         "loss_tokens": int((rows.labels != IGNORE_INDEX).sum()),
         "packing_efficiency": round(rows.efficiency, 4),
     })
+    for name, row in info["sources"].items():
+        print(f"  {name:<24} samples {row['samples']:>9}  priority {row['priority']:>6g}  "
+              f"epochs {row['epochs']:>4g}  slots {row['slots']:>9}  share {row['share']:.1%}")
     print(f"priority sampling: {len(order)} sample slots from {len(specs)} sources -> "
           f"{info['packed_rows']} packed rows of {config.max_seq_len} tokens; "
           f"packing efficiency {rows.efficiency:.1%} (non-padding tokens)")
