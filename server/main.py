@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     model_dir = resolve_model_dir(settings)
     # The CPU backend otherwise tries to reserve most of the machine's memory for the KV cache.
-    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_space)
+    if settings.kv_cache_space is not None:
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_space)
+    else:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from server.runner import serve
 
     return serve(settings, model_dir)

@@ -30,7 +30,7 @@ class ServeSettings:
     max_model_len: int | None = None
     max_num_seqs: int | None = None
     dtype: str = "auto"
-    kv_cache_space: int = 1
+    kv_cache_space: int | None = None
     gpu_memory_utilization: float = 0.9
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
@@ -145,8 +145,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="Sequences the engine batches at once. Default: vLLM's.")
     add("--dtype", default=d.dtype, choices=["auto", "bfloat16", "float16", "float32"],
         help="Weight and activation dtype.")
-    add("--kv-cache-space", type=_positive_int, default=d.kv_cache_space,
-        help="KV-cache size in whole GiB on the CPU backend (VLLM_CPU_KVCACHE_SPACE).")
+    add("--kv-cache-space", type=_positive_int, default=None,
+        help="KV-cache size in whole GiB on the CPU backend. Default: VLLM_CPU_KVCACHE_SPACE "
+             "when set, else 1.")
     add("--gpu-memory-utilization", type=_positive_float, default=d.gpu_memory_utilization,
         help="Fraction of each GPU's memory vLLM may use (weights + KV cache).")
     add("--enable-prefix-caching", type=bool, default=d.enable_prefix_caching,
