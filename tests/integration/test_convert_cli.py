@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,24 @@ def test_cache_key_follows_the_source_files(yi_src: Path, tmp_path: Path) -> Non
     config = copy / "config.json"
     os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
     assert source_key(copy) != key
+
+
+def test_sigterm_mid_conversion_leaves_no_destination(tmp_path: Path) -> None:
+    # Big enough (about 300 MB) that the weights take a while to write.
+    src = build_yi(tmp_path / "big", hidden=1024, heads=16, kv_heads=4, layers=6)
+    dst = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "convert", str(src), str(dst),
+                             "--shard-size", "20MB", "--no-hash"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        # Signal once the first output shard is on disk, i.e. mid-way through the weights.
+        if list(tmp_path.glob(".huatuo-convert-out-*/model-00001-*.safetensors")):
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.005)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert not dst.exists()
+    assert not list(tmp_path.glob(".huatuo-convert-*"))
