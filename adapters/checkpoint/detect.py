@@ -10,8 +10,6 @@ from adapters.checkpoint.errors import ConversionError
 from adapters.checkpoint.io import SourceCheckpoint
 from adapters.checkpoint.plan import Plan
 
-LAYOUTS = ("llama", "baichuan2", "yi")
-
 
 def read_config(directory: Path) -> dict:
     path = directory / "config.json"
@@ -84,8 +82,3 @@ def plan_conversion(directory: Path, source: SourceCheckpoint | None = None) -> 
         return yi.plan_yi(config, source, quant)
     return llama.plan_llama(config, source, quant)
 
-
-def detect_layout(directory: Path) -> str:
-    """The layout name without reading weights beyond their names (for `huatuo serve`)."""
-    config = read_config(directory)
-    return guess_layout(config, list(SourceCheckpoint(directory).tensors))
