@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
-from server.engine import ModelInfo
-from server.errors import APIError, bad_request, engine_failure, error_event
+from server.errors import APIError, bad_request
 from server.generation import guarded_outputs
-from server.lifecycle import Lifecycle
 from server.prompt_format import PromptError, fit_to_context, parse_messages
 from server.protocol import ChatCompletionRequest
 from server.sampling import build_sampling_params
 from server.serving_common import (
-    DONE_EVENT,
     FINISH_REASONS,
+    EngineService,
     ServingResult,
     check_max_tokens,
     check_model,
+    framed_stream,
     sse,
     usage,
 )
-from server.settings import ServeSettings
 from server.telemetry import RequestRecord
 
-if TYPE_CHECKING:
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-logger = logging.getLogger(__name__)
 TRIMMED_HEADER = "X-Huatuo-Trimmed-Turns"
 
 
@@ -55,14 +47,7 @@ def chat_logprobs(completion, top: int) -> dict | None:
     return {"content": content}
 
 
-class ChatService:
-    def __init__(self, engine: AsyncLLM, model: ModelInfo, settings: ServeSettings,
-                 lifecycle: Lifecycle) -> None:
-        self.engine = engine
-        self.model = model
-        self.settings = settings
-        self.lifecycle = lifecycle
-
+class ChatService(EngineService):
     async def create(self, request: ChatCompletionRequest, record: RequestRecord
                      ) -> ServingResult:
         check_model(request.model, self.model)
@@ -102,8 +87,9 @@ class ChatService:
             idle_timeout=self.settings.stream_idle_timeout,
         )
         if request.stream:
-            return ServingResult(stream=self._stream(request, outputs, record, top),
-                                 headers=headers)
+            return ServingResult(
+                stream=framed_stream(self._stream(request, outputs, record, top), record),
+                headers=headers)
         return ServingResult(body=await self._complete(request, outputs, record, top),
                              headers=headers)
 
@@ -164,15 +150,6 @@ class ChatService:
             if include_usage:
                 yield sse({**base, "choices": [],
                            "usage": usage(record.prompt_tokens, record.completion_tokens)})
-        except APIError as exc:
-            record.stream_error = exc.code or exc.type
-            yield error_event(exc)
-        except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
-            logger.exception("Chat stream %s failed", record.request_id)
-            error = engine_failure(exc)
-            record.stream_error = error.code
-            yield error_event(error)
         finally:
             if self.settings.log_content:
                 record.completion_text = "\n".join("".join(t) for t in texts)
-        yield DONE_EVENT

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from server.engine import ModelInfo
-from server.errors import APIError, bad_request
+from server.errors import APIError, bad_request, engine_failure, error_event
+from server.lifecycle import Lifecycle
 from server.settings import ServeSettings
+from server.telemetry import RequestRecord
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+logger = logging.getLogger(__name__)
 
 DONE_EVENT = "data: [DONE]\n\n"
 # vLLM's finish reasons -> OpenAI's.
@@ -23,6 +32,34 @@ class ServingResult:
     body: dict | None = None
     stream: AsyncIterator[str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+class EngineService:
+    """What both endpoints' serving logic holds."""
+
+    def __init__(self, engine: AsyncLLM, model: ModelInfo, settings: ServeSettings,
+                 lifecycle: Lifecycle) -> None:
+        self.engine = engine
+        self.model = model
+        self.settings = settings
+        self.lifecycle = lifecycle
+
+
+async def framed_stream(events: AsyncIterator[str], record: RequestRecord
+                        ) -> AsyncIterator[str]:
+    """Pass SSE events on; a failure becomes an error event; `[DONE]` always comes last."""
+    try:
+        async for event in events:
+            yield event
+    except APIError as exc:
+        record.stream_error = exc.code or exc.type
+        yield error_event(exc)
+    except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
+        logger.exception("Stream %s failed", record.completion_id)
+        error = engine_failure(exc)
+        record.stream_error = error.code
+        yield error_event(error)
+    yield DONE_EVENT
 
 
 def sse(payload: dict) -> str:

@@ -7,35 +7,27 @@ HuatuoGPT2 was trained). A list of prompts runs as one batch; choice `index` is
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from vllm.utils.async_utils import merge_async_iterators
 
-from server.engine import ModelInfo
-from server.errors import APIError, bad_request, engine_failure, error_event
+from server.errors import bad_request
 from server.generation import guarded_outputs
-from server.lifecycle import Lifecycle
 from server.protocol import CompletionRequest
 from server.sampling import build_sampling_params
 from server.serving_common import (
-    DONE_EVENT,
     FINISH_REASONS,
+    EngineService,
     ServingResult,
     check_max_tokens,
     check_model,
+    framed_stream,
     sse,
     usage,
 )
-from server.settings import ServeSettings
 from server.telemetry import RequestRecord
 
-if TYPE_CHECKING:
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-logger = logging.getLogger(__name__)
 MAX_BATCH = 64
 
 
@@ -55,14 +47,7 @@ def completion_logprobs(completion, top: int, offset: int) -> dict:
             "top_logprobs": top_logprobs, "text_offset": text_offset}
 
 
-class CompletionService:
-    def __init__(self, engine: AsyncLLM, model: ModelInfo, settings: ServeSettings,
-                 lifecycle: Lifecycle) -> None:
-        self.engine = engine
-        self.model = model
-        self.settings = settings
-        self.lifecycle = lifecycle
-
+class CompletionService(EngineService):
     def _prompts(self, request: CompletionRequest) -> list[tuple[str | None, list[int]]]:
         prompt = request.prompt
         if isinstance(prompt, str):
@@ -119,7 +104,8 @@ class CompletionService:
         merged = merge_async_iterators(*streams)
         texts = [text for text, _ in prompts]
         if request.stream:
-            return ServingResult(stream=self._stream(request, merged, record, texts))
+            return ServingResult(
+                stream=framed_stream(self._stream(request, merged, record, texts), record))
         return ServingResult(body=await self._complete(request, merged, record, texts))
 
     def _choice_text(self, request: CompletionRequest, prompt_text: str | None, text: str) -> str:
@@ -155,35 +141,25 @@ class CompletionService:
         base = {"id": record.completion_id, "object": "text_completion",
                 "created": int(time.time()), "model": self.model.name}
         echoed: set[int] = set()
-        try:
-            async for prompt_index, output in merged:
-                for completion in output.outputs:
-                    record.mark_tokens(len(completion.token_ids))
-                    index = prompt_index * request.n + completion.index
-                    text = completion.text
-                    if request.echo and index not in echoed:
-                        echoed.add(index)
-                        text = (texts[prompt_index] or "") + text
-                    finish = None
-                    if completion.finish_reason is not None:
-                        finish = FINISH_REASONS.get(completion.finish_reason, "stop")
-                        record.finish_reasons.append(finish)
-                    if not text and finish is None:
-                        continue
-                    yield sse({**base, "choices": [{
-                        "index": index, "text": text,
-                        "logprobs": (completion_logprobs(completion, request.logprobs, 0)
-                                     if request.logprobs is not None else None),
-                        "finish_reason": finish}]})
-            if request.stream_options and request.stream_options.include_usage:
-                yield sse({**base, "choices": [],
-                           "usage": usage(record.prompt_tokens, record.completion_tokens)})
-        except APIError as exc:
-            record.stream_error = exc.code or exc.type
-            yield error_event(exc)
-        except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
-            logger.exception("Completion stream %s failed", record.request_id)
-            error = engine_failure(exc)
-            record.stream_error = error.code
-            yield error_event(error)
-        yield DONE_EVENT
+        async for prompt_index, output in merged:
+            for completion in output.outputs:
+                record.mark_tokens(len(completion.token_ids))
+                index = prompt_index * request.n + completion.index
+                text = completion.text
+                if request.echo and index not in echoed:
+                    echoed.add(index)
+                    text = (texts[prompt_index] or "") + text
+                finish = None
+                if completion.finish_reason is not None:
+                    finish = FINISH_REASONS.get(completion.finish_reason, "stop")
+                    record.finish_reasons.append(finish)
+                if not text and finish is None:
+                    continue
+                yield sse({**base, "choices": [{
+                    "index": index, "text": text,
+                    "logprobs": (completion_logprobs(completion, request.logprobs, 0)
+                                 if request.logprobs is not None else None),
+                    "finish_reason": finish}]})
+        if request.stream_options and request.stream_options.include_usage:
+            yield sse({**base, "choices": [],
+                       "usage": usage(record.prompt_tokens, record.completion_tokens)})
