@@ -145,9 +145,12 @@ class GatewayMetrics(Telemetry):
         for model in self.model_names:
             for endpoint in me:
                 self.requests.labels(model, endpoint, "200")
+                self.request_duration.labels(model, endpoint, "200")
+                # Histograms too: a series that first appears non-zero loses its first
+                # observations to rate()/increase(), which need a sample before them.
                 for family in (self.prompt_tokens, self.completion_tokens, self.in_flight,
                                self.disconnects, self.stream_errors, self.trimmed,
-                               self.trimmed_turns):
+                               self.trimmed_turns, self.ttft, self.itl, self.e2e_latency):
                     family.labels(model, endpoint)
                 for reason in KNOWN_REJECTION_REASONS:
                     self.rejections.labels(model, endpoint, reason)

@@ -143,6 +143,11 @@ def test_known_series_exist_before_the_first_request(metrics: GatewayMetrics) ->
         assert value(payload, name, **base) == 0, name
     assert value(payload, "huatuo_requests_total", status="200", **base) == 0
     assert value(payload, "huatuo_admission_rejections_total", reason="engine_dead", **base) == 0
+    for name in ("huatuo_time_to_first_token_seconds", "huatuo_inter_token_latency_seconds",
+                 "huatuo_e2e_request_latency_seconds"):
+        assert value(payload, name + "_count", **base) == 0, name
+        assert value(payload, name + "_bucket", le="+Inf", **base) == 0, name
+    assert value(payload, "huatuo_request_duration_seconds_count", status="200", **base) == 0
 
 
 def test_engine_health_is_unknown_until_watched_then_follows_the_probe(
