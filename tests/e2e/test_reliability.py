@@ -41,6 +41,24 @@ def scrape(base_url: str, name: str, headers: dict | None = None) -> float:
     return total
 
 
+def engine_busy_after(base_url: str, seconds: float) -> float:
+    """vLLM's running + waiting requests, once they reach zero or `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        busy = (scrape(base_url, "vllm:num_requests_running")
+                + scrape(base_url, "vllm:num_requests_waiting"))
+        if busy == 0 or time.monotonic() > deadline:
+            return busy
+        time.sleep(0.2)
+
+
+def start_streams(client: httpx.AsyncClient, url: str, count: int, max_tokens: int
+                  ) -> list[asyncio.Task]:
+    return [asyncio.create_task(read_stream(
+        client, url, chat_body(max_tokens=max_tokens, stream=True, temperature=1.0)))
+        for _ in range(count)]
+
+
 @pytest.fixture(scope="module")
 def guarded_server(tiny_model_dir: Path, tmp_path_factory) -> Iterator[ServerProcess]:
     """API keys and a small admission limit."""
@@ -168,14 +186,7 @@ def test_disconnected_clients_free_the_engine(server: ServerProcess) -> None:
         return await asyncio.gather(*(leave_mid_stream() for _ in range(clients)))
 
     assert all(n >= 3 for n in asyncio.run(run()))
-    deadline = time.monotonic() + 3.0
-    busy = None
-    while time.monotonic() < deadline:
-        busy = (scrape(server.base_url, "vllm:num_requests_running")
-                + scrape(server.base_url, "vllm:num_requests_waiting"))
-        if busy == 0:
-            break
-        time.sleep(0.2)
+    busy = engine_busy_after(server.base_url, 3.0)
     assert busy == 0, f"{busy} engine requests still running after the clients left"
     assert scrape(server.base_url, "huatuo_client_disconnects_total") >= clients
 
@@ -184,12 +195,7 @@ def test_non_streaming_disconnect_aborts(server: ServerProcess) -> None:
     url = f"{server.base_url}/v1/chat/completions"
     with pytest.raises(httpx.TimeoutException):
         httpx.post(url, json=chat_body(max_tokens=400, temperature=1.0), timeout=0.3)
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        if scrape(server.base_url, "vllm:num_requests_running") == 0:
-            break
-        time.sleep(0.2)
-    assert scrape(server.base_url, "vllm:num_requests_running") == 0
+    assert engine_busy_after(server.base_url, 3.0) == 0
 
 
 def test_sigterm_drains_gracefully(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -201,12 +207,8 @@ def test_sigterm_drains_gracefully(tiny_model_dir: Path, tmp_path: Path) -> None
         async def scenario():
             async with httpx.AsyncClient(timeout=60) as client:
                 # Long streams that cannot finish within the deadline, and short ones that can.
-                long = [asyncio.create_task(read_stream(
-                    client, url, chat_body(max_tokens=3500, stream=True, temperature=1.0)))
-                    for _ in range(3)]
-                short = [asyncio.create_task(read_stream(
-                    client, url, chat_body(max_tokens=300, stream=True, temperature=1.0)))
-                    for _ in range(3)]
+                long = start_streams(client, url, 3, max_tokens=3500)
+                short = start_streams(client, url, 3, max_tokens=300)
                 await asyncio.sleep(1.5)
                 server.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.3)
@@ -246,9 +248,7 @@ def test_engine_death_fails_requests_and_exits_nonzero(tiny_model_dir: Path,
     try:
         async def scenario():
             async with httpx.AsyncClient(timeout=60) as client:
-                streams = [asyncio.create_task(read_stream(
-                    client, url, chat_body(max_tokens=3500, stream=True, temperature=1.0)))
-                    for _ in range(2)]
+                streams = start_streams(client, url, 2, max_tokens=3500)
                 await asyncio.sleep(1.5)
                 _engine_core(server).kill()
                 results = await asyncio.wait_for(asyncio.gather(*streams), 60)

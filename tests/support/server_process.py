@@ -43,7 +43,7 @@ class ServerProcess:
             start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 300.0, headers: dict[str, str] | None = None) -> None:
+    def wait_ready(self, timeout: float = 600.0, headers: dict[str, str] | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -81,7 +81,7 @@ class ServerProcess:
 
 
 def start_server(args: list[str], log_path: Path, env: dict[str, str] | None = None,
-                 timeout: float = 300.0) -> ServerProcess:
+                 timeout: float = 600.0) -> ServerProcess:
     server = ServerProcess(args, log_path, env)
     try:
         server.wait_ready(timeout)
