@@ -68,6 +68,9 @@ def build_app(
 ) -> FastAPI:
     """The gateway over an already-started engine. The app's lifespan shuts the engine down."""
     lifecycle = Lifecycle(settings.max_concurrent_requests)
+    if metrics is not None:
+        # /metrics tells what /health tells: 1 alive and admitting, 0 engine dead or draining.
+        metrics.watch_engine(lambda: lifecycle.healthy and not engine.errored)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
