@@ -50,6 +50,7 @@ class AccessLog(Telemetry):
         entry: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "request_id": record.request_id,
+            "completion_id": record.completion_id or None,
             "model": record.model,
             "endpoint": record.endpoint,
             "stream": record.stream,

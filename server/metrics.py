@@ -78,7 +78,7 @@ class GatewayMetrics(Telemetry):
         self.model_names = frozenset(model_names)
         self.endpoints = frozenset(endpoints)
         self.registry = registry if registry is not None else CollectorRegistry()
-        # request_id -> labels its in-flight gauge was raised with, so finish lowers the same one
+        # request key -> labels its in-flight gauge was raised with, so finish lowers the same one
         # and a finish without a start never drives the gauge negative.
         self._in_flight_labels: dict[str, tuple[str, str]] = {}
         me = self.endpoints
@@ -173,13 +173,14 @@ class GatewayMetrics(Telemetry):
 
     def start(self, record: RequestRecord) -> None:
         labels = self._labels(record)
-        if record.request_id in self._in_flight_labels:
+        key = _in_flight_key(record)
+        if key in self._in_flight_labels:
             return
-        self._in_flight_labels[record.request_id] = labels
+        self._in_flight_labels[key] = labels
         self.in_flight.labels(*labels).inc()
 
     def finish(self, record: RequestRecord) -> None:
-        started = self._in_flight_labels.pop(record.request_id, None)
+        started = self._in_flight_labels.pop(_in_flight_key(record), None)
         if started is not None:
             self.in_flight.labels(*started).dec()
         model, endpoint = self._labels(record)
@@ -218,6 +219,11 @@ class GatewayMetrics(Telemetry):
     def watch_engine(self, is_healthy: Callable[[], bool]) -> None:
         """Read `is_healthy()` at every scrape into `huatuo_engine_healthy` (1 or 0)."""
         self.engine_healthy.set_function(lambda: 1.0 if is_healthy() else 0.0)
+
+
+def _in_flight_key(record: RequestRecord) -> str:
+    # The server-made completion id is unique; a client's X-Request-Id may repeat.
+    return record.completion_id or record.request_id
 
 
 # The registry of the most recently built GatewayMetrics: what a plain `render_metrics()` shows.
