@@ -168,7 +168,8 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
 def _meta(args: argparse.Namespace, requests: list[BenchRequest]) -> dict:
     skip = {"api_key", "bench_command"}
     return {
-        "command": " ".join(["huatuo", "bench", *sys.argv[2:]]) if len(sys.argv) > 2 else None,
+        # The command line, when this process is `huatuo bench ...` (not a test calling run()).
+        "command": " ".join(["huatuo", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                  if k not in skip},
