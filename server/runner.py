@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+import uvloop
 
 from server.access_log import AccessLog
 from server.app import build_app
@@ -36,7 +38,9 @@ class _Server(uvicorn.Server):
 
 
 def serve(settings: ServeSettings, model_dir: Path) -> int:
-    return asyncio.run(_serve(settings, model_dir))
+    # uvloop writes SSE chunks to sockets in C; asyncio's Python transport cost the gateway
+    # about a fifth of its CPU in profiles (docs/performance.md).
+    return uvloop.run(_serve(settings, model_dir))
 
 
 async def _serve(settings: ServeSettings, model_dir: Path) -> int:
@@ -55,6 +59,10 @@ async def _serve(settings: ServeSettings, model_dir: Path) -> int:
     app = build_app(settings, engine, model,
                     telemetry=CompositeTelemetry(metrics, AccessLog(settings.log_content)),
                     metrics=metrics, on_engine_dead=on_engine_dead)
+    # Everything imported so far lives as long as the process: move it out of the collector's
+    # way, or a full collection (about 340 ms here) stalls every stream now and then.
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         access_log=False, timeout_keep_alive=30,
