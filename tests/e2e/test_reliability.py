@@ -31,14 +31,19 @@ def chat_body(content: str = "头痛怎么办？", max_tokens: int = 32, **extra
             "max_tokens": max_tokens, **extra}
 
 
-def scrape(base_url: str, name: str, headers: dict | None = None) -> float:
-    """Sum of a metric's samples on /metrics."""
+def scrape(base_url: str, name: str, headers: dict | None = None, having: str = "") -> float:
+    """Sum of a metric's samples on /metrics (only those whose labels contain `having`)."""
     text = httpx.get(f"{base_url}/metrics", headers=headers).text
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and having in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def generated_tokens(base_url: str) -> float:
+    """Tokens the engine has generated so far: work done for answers nobody reads shows here."""
+    return scrape(base_url, "vllm:generation_tokens_total")
 
 
 def engine_busy_after(base_url: str, seconds: float) -> float:
@@ -169,11 +174,12 @@ def test_overload_burst_gets_answers_or_429(guarded_server: ServerProcess) -> No
 def test_disconnected_clients_free_the_engine(server: ServerProcess) -> None:
     """Clients that go away mid-stream: vLLM's running/waiting gauges return to zero."""
     url = f"{server.base_url}/v1/chat/completions"
-    clients = 16
+    clients, max_tokens = 16, 400
+    tokens_before = generated_tokens(server.base_url)
 
     async def leave_mid_stream() -> int:
         async with httpx.AsyncClient(timeout=60) as client:
-            body = chat_body(max_tokens=400, stream=True, temperature=1.0)
+            body = chat_body(max_tokens=max_tokens, stream=True, temperature=1.0)
             async with client.stream("POST", url, json=body) as response:
                 received = 0
                 async for line in response.aiter_lines():
@@ -189,13 +195,18 @@ def test_disconnected_clients_free_the_engine(server: ServerProcess) -> None:
     busy = engine_busy_after(server.base_url, 3.0)
     assert busy == 0, f"{busy} engine requests still running after the clients left"
     assert scrape(server.base_url, "huatuo_client_disconnects_total") >= clients
+    # Without the aborts the engine would have generated every answer to its end.
+    assert generated_tokens(server.base_url) - tokens_before < clients * max_tokens
 
 
 def test_non_streaming_disconnect_aborts(server: ServerProcess) -> None:
     url = f"{server.base_url}/v1/chat/completions"
+    tokens_before = generated_tokens(server.base_url)
+    # 16 x 480 tokens: seconds of work on two cores; the client leaves after 0.3 s.
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(url, json=chat_body(max_tokens=400, temperature=1.0), timeout=0.3)
+        httpx.post(url, json=chat_body(max_tokens=480, temperature=1.0, n=16), timeout=0.3)
     assert engine_busy_after(server.base_url, 3.0) == 0
+    assert generated_tokens(server.base_url) - tokens_before < 16 * 480
 
 
 def test_sigterm_drains_gracefully(tiny_model_dir: Path, tmp_path: Path) -> None:
