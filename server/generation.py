@@ -77,8 +77,6 @@ async def guarded_outputs(
                     f"No new token within {idle_timeout:g} s (--stream-idle-timeout).",
                     code="stream_idle_timeout",
                 ) from None
-            except APIError:
-                raise
             except Exception as exc:  # noqa: BLE001 - every engine failure becomes an APIError
                 if not isinstance(exc, (EngineDeadError, VLLMClientError, GracefulHTTPError)):
                     logger.exception("Engine request %s failed", request_id)
