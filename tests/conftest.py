@@ -18,6 +18,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-huatuo")
 
 
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A larger random model (8 layers, hidden 512: about 80 tokens/s on two cores), for tests
+    that need answers still streaming seconds later, however quiet the machine."""
+    from server.demo_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "slow-huatuo", hidden_size=512,
+                            num_layers=8, num_heads=8, num_kv_heads=8)
+
+
 # Context length of the shared server: small, so tests can overflow it cheaply.
 SERVER_MAX_MODEL_LEN = 512
 

@@ -26,8 +26,9 @@ KEYS = ["key-one-0123456789", "key-two-abcdefghij"]
 ADMISSION_LIMIT = 4
 
 
-def chat_body(content: str = "头痛怎么办？", max_tokens: int = 32, **extra) -> dict:
-    return {"model": MODEL, "messages": [{"role": "user", "content": content}],
+def chat_body(content: str = "头痛怎么办？", max_tokens: int = 32, model: str = MODEL,
+              **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": content}],
             "max_tokens": max_tokens, **extra}
 
 
@@ -57,10 +58,14 @@ def engine_busy_after(base_url: str, seconds: float) -> float:
         time.sleep(0.2)
 
 
+SLOW_MODEL = "slow-huatuo"
+
+
 def start_streams(client: httpx.AsyncClient, url: str, count: int, max_tokens: int
                   ) -> list[asyncio.Task]:
-    return [asyncio.create_task(read_stream(
-        client, url, chat_body(max_tokens=max_tokens, stream=True, temperature=1.0)))
+    """Streams on the slow model: 2000 tokens take half a minute, 20 well under a second."""
+    return [asyncio.create_task(read_stream(client, url, chat_body(
+        max_tokens=max_tokens, stream=True, temperature=1.0, model=SLOW_MODEL)))
         for _ in range(count)]
 
 
@@ -209,23 +214,24 @@ def test_non_streaming_disconnect_aborts(server: ServerProcess) -> None:
     assert generated_tokens(server.base_url) - tokens_before < 16 * 480
 
 
-def test_sigterm_drains_gracefully(tiny_model_dir: Path, tmp_path: Path) -> None:
-    server = start_server(["--model", str(tiny_model_dir), "--max-model-len", "4096",
-                           "--dtype", "float32", "--shutdown-timeout", "4"],
+def test_sigterm_drains_gracefully(slow_model_dir: Path, tmp_path: Path) -> None:
+    server = start_server(["--model", str(slow_model_dir), "--max-model-len", "4096",
+                           "--dtype", "float32", "--shutdown-timeout", "6"],
                           tmp_path / "drain.log")
     url = f"{server.base_url}/v1/chat/completions"
     try:
         async def scenario():
             async with httpx.AsyncClient(timeout=60) as client:
                 # Long streams that cannot finish within the deadline, and short ones that can.
-                long = start_streams(client, url, 3, max_tokens=3500)
-                short = start_streams(client, url, 3, max_tokens=300)
+                long = start_streams(client, url, 3, max_tokens=2000)
+                short = start_streams(client, url, 3, max_tokens=20)
                 await asyncio.sleep(1.5)
                 server.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.3)
                 health = await client.get(f"{server.base_url}/health")
                 try:
-                    late = (await client.post(url, json=chat_body(max_tokens=2))).status_code
+                    late = (await client.post(url, json=chat_body(
+                        max_tokens=2, model=SLOW_MODEL))).status_code
                 except httpx.HTTPError:
                     late = "refused"
                 return await asyncio.gather(*long), await asyncio.gather(*short), health, late
@@ -251,15 +257,15 @@ def _engine_core(server: ServerProcess) -> psutil.Process:
     raise AssertionError("no EngineCore process found")
 
 
-def test_engine_death_fails_requests_and_exits_nonzero(tiny_model_dir: Path,
+def test_engine_death_fails_requests_and_exits_nonzero(slow_model_dir: Path,
                                                        tmp_path: Path) -> None:
-    server = start_server(["--model", str(tiny_model_dir), "--max-model-len", "4096",
+    server = start_server(["--model", str(slow_model_dir), "--max-model-len", "4096",
                            "--dtype", "float32"], tmp_path / "dead.log")
     url = f"{server.base_url}/v1/chat/completions"
     try:
         async def scenario():
             async with httpx.AsyncClient(timeout=60) as client:
-                streams = start_streams(client, url, 2, max_tokens=3500)
+                streams = start_streams(client, url, 2, max_tokens=2000)
                 await asyncio.sleep(1.5)
                 _engine_core(server).kill()
                 results = await asyncio.wait_for(asyncio.gather(*streams), 60)
