@@ -29,7 +29,7 @@ lint: setup
 # The observability tests run a real Prometheus server and promtool (Debian package `prometheus`).
 prometheus-tools:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus)
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
 
 test: setup lint prometheus-tools
 	$(BIN)/python -m pytest -q -ra
