@@ -19,6 +19,8 @@ FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
 # README* is the package's long description; the wildcard lets the build go on without it.
 COPY pyproject.toml README* ./
+COPY huatuo ./huatuo
+COPY huatuogpt2 ./huatuogpt2
 COPY server ./server
 COPY adapters ./adapters
 COPY loadtests ./loadtests
@@ -38,7 +40,7 @@ RUN python -m venv /opt/venv \
     # torch they break `import torchvision` and with it transformers. Text serving needs none.
     && { /opt/venv/bin/python -c "import torchvision" 2>/dev/null \
         || /opt/venv/bin/pip uninstall --no-cache-dir -y torchvision torchaudio torchcodec; } \
-    && /opt/venv/bin/python -c "import vllm, transformers, server.cli"
+    && /opt/venv/bin/python -c "import vllm, transformers, huatuo.cli"
 
 FROM ${PYTHON_IMAGE} AS cpu
 # g++: torch.compile (inductor) builds C++ kernels at engine start; libnuma1 and libgomp1: the
@@ -84,7 +86,7 @@ RUN python3.12 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir "$(ls /wheels/huatuo_serve-*.whl)[gpu]" \
         ${EXTRA_PIP_PACKAGES} \
     && /opt/venv/bin/vllm download-kernels \
-    && /opt/venv/bin/python -c "import vllm, transformers, server.cli"
+    && /opt/venv/bin/python -c "import vllm, transformers, huatuo.cli"
 
 FROM ${CUDA_IMAGE} AS gpu
 ENV DEBIAN_FRONTEND=noninteractive

@@ -25,6 +25,7 @@ $(VENV)/.installed: pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # The observability tests run a real Prometheus server and promtool (Debian package `prometheus`).
 prometheus-tools:
@@ -35,7 +36,7 @@ test: setup lint prometheus-tools
 	$(BIN)/python -m pytest -q -ra
 
 demo: setup
-	$(BIN)/python -m server.demo --host $(HOST) --port $(PORT)
+	$(BIN)/huatuo demo --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -226,7 +226,7 @@ def run_compare_command(args: argparse.Namespace) -> int:
 
     model_dir = args.model_dir
     if model_dir is None:
-        from server.demo_model import build_tiny_llama
+        from huatuogpt2.demo_checkpoint import build_tiny_llama
 
         model_dir = build_tiny_llama(Path(tempfile.mkdtemp(prefix="huatuo-bench-model-")) /
                                      "tiny-huatuo")

@@ -71,7 +71,7 @@ def free_port() -> int:
 
 
 def ours_command(settings: EngineSettings, port: int) -> list[str]:
-    return [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
+    return [sys.executable, "-m", "huatuo", "serve", "--host", "127.0.0.1",
             "--port", str(port), "--kv-cache-space", str(settings.kv_cache_space),
             *settings.common_flags(), *settings.extra_ours]
 
@@ -84,7 +84,7 @@ def vllm_command(settings: EngineSettings, port: int, chat_template: Path) -> li
 
 
 def write_chat_template(directory: Path) -> Path:
-    from server.prompt_format import CHAT_TEMPLATE
+    from huatuogpt2.prompt_format import CHAT_TEMPLATE
 
     path = directory / "huatuo2_chat_template.jinja"
     path.write_text(CHAT_TEMPLATE, encoding="utf-8")

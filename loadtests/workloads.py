@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.prompt_format import parse_messages, render
+from huatuogpt2.prompt_format import parse_messages, render
 
 WORKLOADS = ("single", "multi", "long")
 LANGUAGES = ("zh", "en", "mixed")

@@ -1,14 +1,16 @@
-"""The vLLM engine, in process: built from settings, described for the serving code."""
+"""The vLLM engine, in process: started and shut down in one place, described for serving."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from server.checkpoint_metadata import read_generation_defaults
+from huatuogpt2.checkpoint_metadata import read_generation_defaults
 from server.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -63,13 +65,20 @@ def engine_args(settings: ServeSettings, model_dir: Path):
     )
 
 
-def build_engine(settings: ServeSettings, model_dir: Path) -> AsyncLLM:
+@contextlib.contextmanager
+def running_engine(settings: ServeSettings, model_dir: Path) -> Iterator[AsyncLLM]:
+    """The engine's owner: starts it, and shuts it down however the server ends (a port in
+    use included). Nothing else starts or stops the engine."""
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    return AsyncLLM.from_engine_args(
+    engine = AsyncLLM.from_engine_args(
         engine_args(settings, model_dir), usage_context=UsageContext.OPENAI_API_SERVER
     )
+    try:
+        yield engine
+    finally:
+        engine.shutdown()
 
 
 def describe_model(engine: AsyncLLM, settings: ServeSettings, model_dir: Path) -> ModelInfo:

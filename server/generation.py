@@ -1,43 +1,24 @@
 """One engine request, guarded: timeouts, server-side termination and engine failure.
 
-Both endpoints iterate `guarded_outputs`; whatever goes wrong arrives as an `APIError`, so the
-caller turns it into an HTTP error (before the first byte) or an error chunk (mid-stream).
+Both endpoints iterate `guarded_outputs`. A timeout or a termination by the server arrives as
+the `APIError` its client gets; anything the engine raises arrives as `EngineFailure`, which
+`server.errors.to_api_error` maps (before the first byte: an HTTP error; mid-stream: an error
+event).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationError
-from vllm.v1.engine.exceptions import EngineDeadError
-
-from server.errors import APIError, bad_request, engine_failure
+from server.errors import APIError, EngineFailure
 from server.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from vllm import RequestOutput, SamplingParams
     from vllm.v1.engine.async_llm import AsyncLLM
-
-logger = logging.getLogger(__name__)
-
-
-def _engine_error(exc: BaseException) -> APIError:
-    if isinstance(exc, VLLMValidationError):
-        return bad_request(str(exc), param=exc.parameter)
-    if isinstance(exc, VLLMClientError):
-        return bad_request(str(exc))
-    if isinstance(exc, GracefulHTTPError):
-        return APIError(getattr(exc, "status_code", HTTPStatus.SERVICE_UNAVAILABLE), str(exc),
-                        code="engine_overloaded", headers={"Retry-After": "1"})
-    if isinstance(exc, EngineDeadError):
-        return APIError(HTTPStatus.SERVICE_UNAVAILABLE,
-                        "The inference engine died; the request was not completed.",
-                        code="engine_dead")
-    return engine_failure(exc)
 
 
 async def guarded_outputs(
@@ -77,10 +58,8 @@ async def guarded_outputs(
                     f"No new token within {idle_timeout:g} s (--stream-idle-timeout).",
                     code="stream_idle_timeout",
                 ) from None
-            except Exception as exc:  # noqa: BLE001 - every engine failure becomes an APIError
-                if not isinstance(exc, (EngineDeadError, VLLMClientError, GracefulHTTPError)):
-                    logger.exception("Engine request %s failed", request_id)
-                raise _engine_error(exc) from exc
+            except Exception as exc:  # noqa: BLE001 - whatever the engine raised
+                raise EngineFailure(f"engine request {request_id} failed") from exc
             terminated = lifecycle.termination(request_id)
             if terminated is not None:
                 raise terminated

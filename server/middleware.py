@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -20,7 +19,7 @@ _OPEN_PATHS = frozenset({"/health"})
 
 
 async def _send_error(send: Send, error: APIError, extra_headers: Iterable = ()) -> None:
-    body = json.dumps(error.body()).encode()
+    body = error.json()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     headers += list(extra_headers)

@@ -1,6 +1,6 @@
 """Request schemas of the OpenAI API subset we serve, in the order of the OpenAI reference.
 
-Messages stay plain dicts here: `server.prompt_format.parse_messages` validates them and names
+Messages stay plain dicts here: `huatuogpt2.prompt_format.parse_messages` validates them and names
 the offending field (`messages[2].role`) in its errors. Responses are built as plain dicts in the
 serving modules (the hot path), shaped exactly like OpenAI's.
 """

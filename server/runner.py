@@ -22,7 +22,7 @@ import uvloop
 
 from server.access_log import AccessLog
 from server.app import build_app
-from server.engine import build_engine, describe_model
+from server.engine import describe_model, running_engine
 from server.metrics import GatewayMetrics
 from server.settings import ServeSettings
 from server.telemetry import CompositeTelemetry
@@ -44,7 +44,11 @@ def serve(settings: ServeSettings, model_dir: Path) -> int:
 
 
 async def _serve(settings: ServeSettings, model_dir: Path) -> int:
-    engine = build_engine(settings, model_dir)
+    with running_engine(settings, model_dir) as engine:
+        return await _serve_engine(settings, model_dir, engine)
+
+
+async def _serve_engine(settings: ServeSettings, model_dir: Path, engine) -> int:
     model = describe_model(engine, settings, model_dir)
     metrics = GatewayMetrics([model.name])
     exit_code = 0
@@ -87,13 +91,11 @@ async def _serve(settings: ServeSettings, model_dir: Path) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     logger.info("Serving %s (%s) on http://%s:%d", model.name, model_dir, settings.host,
                 settings.port)
-    try:
-        await server.serve()
-    finally:
-        engine.shutdown()  # idempotent; covers a server that never started (port in use)
+    await server.serve()
     return exit_code
 
 
 async def _drain_then_exit(app, server: uvicorn.Server, timeout: float) -> None:
-    await app.state.lifecycle.drain(timeout, app.state.engine.abort)
+    gateway = app.state.gateway
+    await gateway.lifecycle.drain(timeout, gateway.engine.abort)
     server.should_exit = True

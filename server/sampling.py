@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
 from server.errors import bad_request
@@ -41,25 +40,21 @@ def build_sampling_params(
     if request.n > 1 and kwargs.get("temperature") == 0:
         raise bad_request("'n' must be 1 with greedy sampling (temperature 0): every choice "
                           "would be the same.", param="n")
-    try:
-        return SamplingParams(
-            n=request.n,
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
-            seed=request.seed,
-            stop=request.stop_list,
-            max_tokens=max_tokens,
-            logprobs=logprobs,
-            prompt_logprobs=prompt_logprobs,
-            structured_outputs=(
-                structured_outputs(request) if isinstance(request, ChatCompletionRequest)
-                else None
-            ),
-            # Streams get deltas as they come; non-streamed requests only the final output.
-            output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
-            **kwargs,
-        )
-    except VLLMValidationError as exc:
-        raise bad_request(str(exc), param=exc.parameter) from exc
-    except ValueError as exc:
-        raise bad_request(str(exc)) from exc
+    # vLLM validates the values (VLLMValidationError, mapped to a 400 naming the field).
+    return SamplingParams(
+        n=request.n,
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        seed=request.seed,
+        stop=request.stop_list,
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+        structured_outputs=(
+            structured_outputs(request) if isinstance(request, ChatCompletionRequest)
+            else None
+        ),
+        # Streams get deltas as they come; non-streamed requests only the final output.
+        output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+        **kwargs,
+    )

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 
+from huatuogpt2.prompt_format import FittedPrompt, fit_to_context, parse_messages
 from server.errors import APIError, bad_request
 from server.generation import guarded_outputs
-from server.prompt_format import PromptError, fit_to_context, parse_messages
 from server.protocol import ChatCompletionRequest
 from server.sampling import build_sampling_params
 from server.serving_common import (
     FINISH_REASONS,
     EngineService,
+    RequestContext,
     ServingResult,
     check_max_tokens,
     check_model,
-    framed_stream,
-    sse,
     usage,
 )
-from server.telemetry import RequestRecord
 
 TRIMMED_HEADER = "X-Huatuo-Trimmed-Turns"
 
@@ -48,24 +47,25 @@ def chat_logprobs(completion, top: int) -> dict | None:
 
 
 class ChatService(EngineService):
-    async def create(self, request: ChatCompletionRequest, record: RequestRecord
-                     ) -> ServingResult:
-        check_model(request.model, self.model)
+    def build_prompt(self, request: ChatCompletionRequest) -> FittedPrompt:
+        """The HuatuoGPT2 prompt the engine gets: messages checked, system text merged, oldest
+        rounds dropped until it fits the context with room for the answer."""
         if len(request.messages) > self.settings.max_messages:
             raise bad_request(
                 f"'messages' has {len(request.messages)} messages; this server accepts at most "
                 f"{self.settings.max_messages} (--max-messages).", param="messages",
             )
+        conversation = parse_messages(request.messages, self.settings.system_policy)
+        reserve = request.requested_max_tokens or self.model.default_max_new_tokens
+        return fit_to_context(conversation, self.model.encode,
+                              self.model.max_model_len - reserve)
+
+    async def create(self, request: ChatCompletionRequest, ctx: RequestContext
+                     ) -> ServingResult:
+        check_model(request.model, self.model)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_max_tokens(request.requested_max_tokens, param, self.model, self.settings)
-        try:
-            conversation = parse_messages(request.messages, self.settings.system_policy)
-            reserve = request.requested_max_tokens or self.model.default_max_new_tokens
-            fitted = fit_to_context(conversation, self.model.encode,
-                                    self.model.max_model_len - reserve)
-        except PromptError as exc:
-            raise bad_request(exc.message, param=exc.param, code=exc.code) from exc
-
+        fitted = self.build_prompt(request)
         prompt_tokens = len(fitted.token_ids)
         max_tokens = request.requested_max_tokens or min(
             int(self.model.generation_defaults.get("max_new_tokens", self.model.max_model_len)),
@@ -76,39 +76,42 @@ class ChatService(EngineService):
             request, defaults=self.model.generation_defaults, max_tokens=max_tokens,
             stream=request.stream, logprobs=top if request.logprobs else None,
         )
-        record.prompt_tokens = prompt_tokens
-        record.trimmed_turns = fitted.trimmed_rounds
+        ctx.record.prompt_tokens = prompt_tokens
+        ctx.record.trimmed_turns = fitted.trimmed_rounds
         if self.settings.log_content:
-            record.prompt_text = fitted.text
+            ctx.record.prompt_text = fitted.text
         headers = {TRIMMED_HEADER: str(fitted.trimmed_rounds)}
         outputs = guarded_outputs(
-            self.engine, self.lifecycle, fitted.token_ids, params, record.completion_id,
+            self.engine, self.lifecycle, fitted.token_ids, params, ctx.engine_request_id,
             queue_timeout=self.settings.queue_timeout,
             idle_timeout=self.settings.stream_idle_timeout,
         )
         if request.stream:
-            return ServingResult(
-                stream=framed_stream(self._stream(request, outputs, record, top), record),
-                headers=headers)
-        return ServingResult(body=await self._complete(request, outputs, record, top),
-                             headers=headers)
+            return ServingResult(stream=self._stream(request, outputs, ctx, prompt_tokens, top),
+                                 headers=headers)
+        return ServingResult(
+            body=await self._complete(request, outputs, ctx, prompt_tokens, top),
+            headers=headers)
 
-    def _base(self, record: RequestRecord, obj: str) -> dict:
-        return {"id": record.completion_id, "object": obj, "created": int(time.time()),
+    def _base(self, ctx: RequestContext, obj: str) -> dict:
+        return {"id": ctx.engine_request_id, "object": obj, "created": ctx.created,
                 "model": self.model.name}
 
     async def _complete(self, request: ChatCompletionRequest, outputs: AsyncIterator,
-                        record: RequestRecord, top: int) -> dict:
+                        ctx: RequestContext, prompt_tokens: int, top: int) -> dict:
         final = None
         async for output in outputs:
             final = output
         if final is None:
-            raise APIError(500, "The engine returned no output.", code="engine_error")
+            raise APIError(HTTPStatus.INTERNAL_SERVER_ERROR, "The engine returned no output.",
+                           code="engine_error")
         choices = []
+        completion_tokens = 0
         for completion in final.outputs:
-            record.mark_tokens(len(completion.token_ids))
+            completion_tokens += len(completion.token_ids)
+            ctx.record.mark_tokens(len(completion.token_ids))
             finish = FINISH_REASONS.get(completion.finish_reason or "", "stop")
-            record.finish_reasons.append(finish)
+            ctx.record.finish_reasons.append(finish)
             choices.append({
                 "index": completion.index,
                 "message": {"role": "assistant", "content": completion.text},
@@ -116,40 +119,43 @@ class ChatService(EngineService):
                 "finish_reason": finish,
             })
         if self.settings.log_content:
-            record.completion_text = "\n".join(c["message"]["content"] for c in choices)
-        return {**self._base(record, "chat.completion"), "choices": choices,
-                "usage": usage(record.prompt_tokens, record.completion_tokens)}
+            ctx.record.completion_text = "\n".join(c["message"]["content"] for c in choices)
+        return {**self._base(ctx, "chat.completion"), "choices": choices,
+                "usage": usage(prompt_tokens, completion_tokens)}
 
     async def _stream(self, request: ChatCompletionRequest, outputs: AsyncIterator,
-                      record: RequestRecord, top: int) -> AsyncIterator[str]:
-        base = self._base(record, "chat.completion.chunk")
+                      ctx: RequestContext, prompt_tokens: int, top: int
+                      ) -> AsyncIterator[dict]:
+        base = self._base(ctx, "chat.completion.chunk")
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         texts: list[list[str]] = [[] for _ in range(request.n)]
+        completion_tokens = 0
         try:
             for index in range(request.n):
-                yield sse({**base, "choices": [{
+                yield {**base, "choices": [{
                     "index": index, "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None, "finish_reason": None}]})
-            async for output in outputs:
-                for completion in output.outputs:
-                    record.mark_tokens(len(completion.token_ids))
-                    finish = None
-                    if completion.finish_reason is not None:
-                        finish = FINISH_REASONS.get(completion.finish_reason, "stop")
-                        record.finish_reasons.append(finish)
-                    # Tokens that end inside a UTF-8 character carry no text yet.
-                    if not completion.text and finish is None and not request.logprobs:
-                        continue
-                    if self.settings.log_content:
-                        texts[completion.index].append(completion.text)
-                    delta = {"content": completion.text} if completion.text else {}
-                    yield sse({**base, "choices": [{
-                        "index": completion.index, "delta": delta,
-                        "logprobs": chat_logprobs(completion, top) if request.logprobs else None,
-                        "finish_reason": finish}]})
+                    "logprobs": None, "finish_reason": None}]}
+            async with contextlib.aclosing(outputs):
+                async for output in outputs:
+                    for completion in output.outputs:
+                        completion_tokens += len(completion.token_ids)
+                        ctx.record.mark_tokens(len(completion.token_ids))
+                        finish = None
+                        if completion.finish_reason is not None:
+                            finish = FINISH_REASONS.get(completion.finish_reason, "stop")
+                            ctx.record.finish_reasons.append(finish)
+                        # Tokens that end inside a UTF-8 character carry no text yet.
+                        if not completion.text and finish is None and not request.logprobs:
+                            continue
+                        if self.settings.log_content:
+                            texts[completion.index].append(completion.text)
+                        delta = {"content": completion.text} if completion.text else {}
+                        logprobs = chat_logprobs(completion, top) if request.logprobs else None
+                        yield {**base, "choices": [{
+                            "index": completion.index, "delta": delta, "logprobs": logprobs,
+                            "finish_reason": finish}]}
             if include_usage:
-                yield sse({**base, "choices": [],
-                           "usage": usage(record.prompt_tokens, record.completion_tokens)})
+                yield {**base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
         finally:
             if self.settings.log_content:
-                record.completion_text = "\n".join("".join(t) for t in texts)
+                ctx.record.completion_text = "\n".join("".join(t) for t in texts)

@@ -1,16 +1,15 @@
-"""Pieces both endpoints share: the served-model check, token budgets, SSE framing."""
+"""What both endpoints' serving logic shares: the request context, checks, token budgets."""
 
 from __future__ import annotations
 
-import json
-import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from server.engine import ModelInfo
-from server.errors import APIError, bad_request, engine_failure, error_event
+from server.errors import APIError, bad_request
 from server.lifecycle import Lifecycle
 from server.settings import ServeSettings
 from server.telemetry import RequestRecord
@@ -18,19 +17,31 @@ from server.telemetry import RequestRecord
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
-logger = logging.getLogger(__name__)
-
-DONE_EVENT = "data: [DONE]\n\n"
 # vLLM's finish reasons -> OpenAI's.
 FINISH_REASONS = {"stop": "stop", "length": "length"}
 
 
 @dataclass
+class RequestContext:
+    """One API request as the serving code sees it.
+
+    `engine_request_id` is the response's `id` and the engine's request id (unique, made by the
+    server). `record` is telemetry's observation of the request: serving writes what happened
+    into it, and never reads a response value back from it.
+    """
+
+    request_id: str
+    engine_request_id: str
+    record: RequestRecord
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
 class ServingResult:
-    """A JSON body, or an SSE stream of already-framed events; plus response headers."""
+    """A JSON body, or a stream of payloads to frame as SSE; plus response headers."""
 
     body: dict | None = None
-    stream: AsyncIterator[str] | None = None
+    stream: AsyncIterator[dict] | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -43,27 +54,6 @@ class EngineService:
         self.model = model
         self.settings = settings
         self.lifecycle = lifecycle
-
-
-async def framed_stream(events: AsyncIterator[str], record: RequestRecord
-                        ) -> AsyncIterator[str]:
-    """Pass SSE events on; a failure becomes an error event; `[DONE]` always comes last."""
-    try:
-        async for event in events:
-            yield event
-    except APIError as exc:
-        record.stream_error = exc.code or exc.type
-        yield error_event(exc)
-    except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
-        logger.exception("Stream %s failed", record.completion_id)
-        error = engine_failure(exc)
-        record.stream_error = error.code
-        yield error_event(error)
-    yield DONE_EVENT
-
-
-def sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
 def check_model(requested: str, model: ModelInfo) -> None:

@@ -7,7 +7,6 @@ HuatuoGPT2 was trained). A list of prompts runs as one batch; choice `index` is
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 from vllm.utils.async_utils import merge_async_iterators
@@ -19,14 +18,12 @@ from server.sampling import build_sampling_params
 from server.serving_common import (
     FINISH_REASONS,
     EngineService,
+    RequestContext,
     ServingResult,
     check_max_tokens,
     check_model,
-    framed_stream,
-    sse,
     usage,
 )
-from server.telemetry import RequestRecord
 
 MAX_BATCH = 64
 
@@ -71,7 +68,7 @@ class CompletionService(EngineService):
                 raise bad_request("'prompt' must not be empty.", param="prompt")
         return result
 
-    async def create(self, request: CompletionRequest, record: RequestRecord) -> ServingResult:
+    async def create(self, request: CompletionRequest, ctx: RequestContext) -> ServingResult:
         check_model(request.model, self.model)
         check_max_tokens(request.max_tokens, "max_tokens", self.model, self.settings)
         prompts = self._prompts(request)
@@ -88,14 +85,15 @@ class CompletionService(EngineService):
             request, defaults=self.model.generation_defaults, max_tokens=max_tokens,
             stream=request.stream, logprobs=top,
         )
-        record.prompt_tokens = sum(len(ids) for _, ids in prompts) * request.n
+        prompt_tokens = sum(len(ids) for _, ids in prompts) * request.n
+        ctx.record.prompt_tokens = prompt_tokens
         if self.settings.log_content:
-            record.prompt_text = "\n".join(text or str(ids) for text, ids in prompts)
+            ctx.record.prompt_text = "\n".join(text or str(ids) for text, ids in prompts)
         streams = [
             guarded_outputs(
                 self.engine, self.lifecycle, ids, params,
                 # One id for the whole batch: vLLM aborts all requests sharing it at once.
-                record.completion_id,
+                ctx.engine_request_id,
                 queue_timeout=self.settings.queue_timeout,
                 idle_timeout=self.settings.stream_idle_timeout,
             )
@@ -104,24 +102,27 @@ class CompletionService(EngineService):
         merged = merge_async_iterators(*streams)
         texts = [text for text, _ in prompts]
         if request.stream:
-            return ServingResult(
-                stream=framed_stream(self._stream(request, merged, record, texts), record))
-        return ServingResult(body=await self._complete(request, merged, record, texts))
+            return ServingResult(stream=self._stream(request, merged, ctx, texts, prompt_tokens))
+        return ServingResult(body=await self._complete(request, merged, ctx, texts,
+                                                       prompt_tokens))
 
     def _choice_text(self, request: CompletionRequest, prompt_text: str | None, text: str) -> str:
         return (prompt_text or "") + text if request.echo else text
 
     async def _complete(self, request: CompletionRequest, merged: AsyncIterator,
-                        record: RequestRecord, texts: list[str | None]) -> dict:
+                        ctx: RequestContext, texts: list[str | None], prompt_tokens: int
+                        ) -> dict:
         finals: dict[int, object] = {}
         async for prompt_index, output in merged:
             finals[prompt_index] = output
         choices = []
+        completion_tokens = 0
         for prompt_index in sorted(finals):
             for completion in finals[prompt_index].outputs:
-                record.mark_tokens(len(completion.token_ids))
+                completion_tokens += len(completion.token_ids)
+                ctx.record.mark_tokens(len(completion.token_ids))
                 finish = FINISH_REASONS.get(completion.finish_reason or "", "stop")
-                record.finish_reasons.append(finish)
+                ctx.record.finish_reasons.append(finish)
                 offset = len(texts[prompt_index] or "") if request.echo else 0
                 choices.append({
                     "index": prompt_index * request.n + completion.index,
@@ -131,19 +132,22 @@ class CompletionService(EngineService):
                     "finish_reason": finish,
                 })
         if self.settings.log_content:
-            record.completion_text = "\n".join(c["text"] for c in choices)
-        return {"id": record.completion_id, "object": "text_completion",
-                "created": int(time.time()), "model": self.model.name, "choices": choices,
-                "usage": usage(record.prompt_tokens, record.completion_tokens)}
+            ctx.record.completion_text = "\n".join(c["text"] for c in choices)
+        return {"id": ctx.engine_request_id, "object": "text_completion",
+                "created": ctx.created, "model": self.model.name, "choices": choices,
+                "usage": usage(prompt_tokens, completion_tokens)}
 
     async def _stream(self, request: CompletionRequest, merged: AsyncIterator,
-                      record: RequestRecord, texts: list[str | None]) -> AsyncIterator[str]:
-        base = {"id": record.completion_id, "object": "text_completion",
-                "created": int(time.time()), "model": self.model.name}
+                      ctx: RequestContext, texts: list[str | None], prompt_tokens: int
+                      ) -> AsyncIterator[dict]:
+        base = {"id": ctx.engine_request_id, "object": "text_completion",
+                "created": ctx.created, "model": self.model.name}
         echoed: set[int] = set()
+        completion_tokens = 0
         async for prompt_index, output in merged:
             for completion in output.outputs:
-                record.mark_tokens(len(completion.token_ids))
+                completion_tokens += len(completion.token_ids)
+                ctx.record.mark_tokens(len(completion.token_ids))
                 index = prompt_index * request.n + completion.index
                 text = completion.text
                 if request.echo and index not in echoed:
@@ -152,14 +156,13 @@ class CompletionService(EngineService):
                 finish = None
                 if completion.finish_reason is not None:
                     finish = FINISH_REASONS.get(completion.finish_reason, "stop")
-                    record.finish_reasons.append(finish)
+                    ctx.record.finish_reasons.append(finish)
                 if not text and finish is None:
                     continue
-                yield sse({**base, "choices": [{
+                yield {**base, "choices": [{
                     "index": index, "text": text,
                     "logprobs": (completion_logprobs(completion, request.logprobs, 0)
                                  if request.logprobs is not None else None),
-                    "finish_reason": finish}]})
+                    "finish_reason": finish}]}
         if request.stream_options and request.stream_options.include_usage:
-            yield sse({**base, "choices": [],
-                       "usage": usage(record.prompt_tokens, record.completion_tokens)})
+            yield {**base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}

@@ -9,6 +9,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from server.errors import APIError
+
+CLIENT_CLOSED = 499  # nginx's "client closed request", for logs and metrics
+
 
 @dataclass
 class RequestRecord:
@@ -37,6 +41,14 @@ class RequestRecord:
     # Only filled when --log-content is on.
     prompt_text: str | None = None
     completion_text: str | None = None
+
+    def client_gone(self) -> None:
+        self.client_disconnected = True
+        self.status = CLIENT_CLOSED
+
+    def stream_failed(self, error: APIError) -> None:
+        """A stream that had started (HTTP 200) ended with this error event."""
+        self.stream_error = error.code or error.type
 
     def mark_tokens(self, count: int) -> None:
         """Called when `count` new tokens arrive from the engine."""

@@ -13,7 +13,7 @@ from tests.support.server_process import ServerProcess, start_server
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random Llama-layout checkpoint whose tokenizer has NO chat template (as published)."""
-    from server.demo_model import build_tiny_llama
+    from huatuogpt2.demo_checkpoint import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-huatuo")
 
@@ -22,7 +22,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A larger random model (8 layers, hidden 512: about 80 tokens/s on two cores), for tests
     that need answers still streaming seconds later, however quiet the machine."""
-    from server.demo_model import build_tiny_llama
+    from huatuogpt2.demo_checkpoint import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "slow-huatuo", hidden_size=512,
                             num_layers=8, num_heads=8, num_kv_heads=8)

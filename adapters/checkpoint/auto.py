@@ -13,6 +13,7 @@ from pathlib import Path
 from adapters.checkpoint import CONVERTER_VERSION
 from adapters.checkpoint.detect import guess_layout, read_config
 from adapters.checkpoint.errors import ConversionError
+from huatuogpt2.staging import build_atomically
 
 logger = logging.getLogger("huatuo.convert")
 
@@ -51,12 +52,12 @@ def prepare_for_serving(path: Path, cache_dir: Path) -> Path:
                     "(this takes a while for large models).", path, target)
         from adapters.checkpoint.convert import Options, convert
 
-        try:
-            convert(path, target, Options(progress=True))
-        except ConversionError:
-            # A replica sharing this cache finished the same conversion first: use it.
-            if not (target / "conversion.json").exists():
-                raise
+        def build(staging: Path) -> Path:
+            convert(path, staging / "model", Options(progress=True))
+            return staging / "model"
+
+        # A replica sharing this cache may finish the same conversion first: then use it.
+        build_atomically(target, build, done_marker="conversion.json")
         logger.info("Conversion done; serving %s.", target)
         return target
     except ConversionError as exc:

@@ -110,7 +110,7 @@ def weight_bytes(directory: Path) -> tuple[int, int]:
 # parent's memory at fork time (Linux carries the high-water mark across fork and exec).
 _CONVERT = (
     "import re, sys\n"
-    "from server.cli import main\n"
+    "from huatuo.cli import main\n"
     "code = main(sys.argv[1:])\n"
     "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
     "print('PEAK_RSS_KB', hwm, file=sys.stderr)\n"

@@ -184,7 +184,7 @@ def _write_tokenizer(src: Path, out: Path, llama_config: dict, layout: str) -> d
 
 
 def _write_metadata(out: Path, plan: Plan, target: torch.dtype) -> None:
-    from server.checkpoint_metadata import add_chat_template, write_generation_config
+    from huatuogpt2.checkpoint_metadata import add_chat_template, write_generation_config
 
     config = {**plan.llama_config, "torch_dtype": str(target).removeprefix("torch.")}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -16,7 +16,7 @@ from adapters.training.config import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Multi-GPU / multi-node: accelerate launch --config_file "
-                     "adapters/training/configs/accelerate_multi_gpu.yaml -m server.cli train "
+                     "adapters/training/configs/accelerate_multi_gpu.yaml -m huatuo train "
                      "--config ... (see docs/training.md).")
     parser.add_argument("--config", type=Path, help="YAML config (see adapters/training/configs).")
     parser.add_argument("--prepare-only", action="store_true",

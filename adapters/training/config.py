@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-# `model.path` value that builds a tiny random Llama (server.demo_model) whose tokenizer is
+# `model.path` value that builds a tiny random Llama (huatuogpt2.demo_checkpoint) whose tokenizer is
 # trained on the training data: for the CPU demo and tests.
 TINY_RANDOM = "tiny-random"
 

@@ -15,9 +15,10 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
+
+from huatuogpt2.staging import build_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -37,38 +38,29 @@ def demo_key() -> str:
 
 def ensure_trained_demo_model(cache_dir: Path) -> Path:
     """Train (once, atomically) and return the servable demo checkpoint directory."""
+    target = Path(cache_dir) / f"trained-demo-{demo_key()}"
+    if (target / "config.json").exists():
+        return target
+    logger.info("Training the demo model on the bundled sample (CPU, about a minute) into %s",
+                target)
+    start = time.monotonic()
+    build_atomically(target, _train_demo)
+    logger.info("Demo model trained in %.0f s: %s", time.monotonic() - start, target)
+    return target
+
+
+def _train_demo(staging: Path) -> Path:
     from adapters.training.config import load_config
     from adapters.training.train import train
 
-    cache_dir = Path(cache_dir)
-    target = cache_dir / f"trained-demo-{demo_key()}"
-    if (target / "config.json").exists():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("Training the demo model on the bundled sample (CPU, a few minutes) into %s",
-                target)
-    print(f"Training the demo model on the bundled sample (CPU, a few minutes) -> {target}",
-          flush=True)
-    staging = Path(tempfile.mkdtemp(prefix=".trained-demo-", dir=cache_dir))
-    start = time.monotonic()
-    try:
-        config = load_config(DEMO_CONFIG, {"training.output_dir": str(staging / "run"),
-                                           "export.dir": str(staging / "model")})
-        train(config)
-        # Keep the plots and summaries with the model: they show what it learned from.
-        for name in ("loss_curve.png", "source_mix.png", "data_summary.json",
-                     "train_metrics.json"):
-            if (staging / "run" / name).exists():
-                shutil.copy2(staging / "run" / name, staging / "model" / name)
-        os.replace(staging / "model", target)
-    except OSError:
-        # Another process finished the same demo first: use theirs.
-        if not (target / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"Demo model trained in {time.monotonic() - start:.0f} s: {target}", flush=True)
-    return target
+    config = load_config(DEMO_CONFIG, {"training.output_dir": str(staging / "run"),
+                                       "export.dir": str(staging / "model")})
+    train(config)
+    # Keep the plots and summaries with the model: they show what it learned from.
+    for name in ("loss_curve.png", "source_mix.png", "data_summary.json", "train_metrics.json"):
+        if (staging / "run" / name).exists():
+            shutil.copy2(staging / "run" / name, staging / "model" / name)
+    return staging / "model"
 
 
 def main() -> None:

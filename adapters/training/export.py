@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from server.checkpoint_metadata import add_chat_template, write_generation_config
+from huatuogpt2.checkpoint_metadata import add_chat_template, write_generation_config
 
 logger = logging.getLogger(__name__)
 

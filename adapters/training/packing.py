@@ -1,6 +1,6 @@
 """Tokenisation with labels, and greedy packing into fixed-length rows (upstream's recipe).
 
-The text of a conversation is rendered by `server.prompt_format`, the module the server uses,
+The text of a conversation is rendered by `huatuogpt2.prompt_format`, the module the server uses,
 so the prompt training sees for round k is byte-identical to what `huatuo serve` builds for the
 same history. The WHOLE text is tokenised at once (as the server tokenises a prompt) and labels
 are assigned by character offsets, so no segment-boundary artefacts (a SentencePiece dummy
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.checkpoint_metadata import EOS_TOKEN_ID, PAD_TOKEN_ID
-from server.prompt_format import Conversation, Round, render
+from huatuogpt2.checkpoint_metadata import EOS_TOKEN_ID, PAD_TOKEN_ID
+from huatuogpt2.prompt_format import Conversation, Round, render
 
 IGNORE_INDEX = -100
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.prompt_format import SYSTEM_SEPARATOR
+from huatuogpt2.prompt_format import SYSTEM_SEPARATOR
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def parse_sharegpt_record(obj: object, path: Path, index: int, source: str) -> S
     if not roles:
         raise DataError(path, index, key, "no answered question")
     if system_parts:
-        # Same merge as server.prompt_format.render (policy "merge").
+        # Same merge as huatuogpt2.prompt_format.render (policy "merge").
         texts[0] = SYSTEM_SEPARATOR.join(system_parts) + SYSTEM_SEPARATOR + texts[0]
     rounds = tuple(zip(texts[0::2], texts[1::2], strict=True))
     return Sample(_record_id(obj, index), source, rounds)

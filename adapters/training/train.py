@@ -104,7 +104,7 @@ def base_model(config: TrainConfig, output_dir: Path, is_main: bool) -> Path:
     base = output_dir / "base-model"
     # Built once per run directory, so a resumed run continues from the same base.
     if is_main and not (base / "config.json").exists():
-        from server.demo_model import build_tiny_llama
+        from huatuogpt2.demo_checkpoint import build_tiny_llama
 
         # Its tokenizer learns the training text, so the tiny vocabulary fits the data.
         corpus = corpus_text(read_sources(config.data))

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from huatuo.cli import main as huatuo
 from loadtests.client import BenchClient, RequestResult, SamplingOptions
 from loadtests.report import Slo, summarize
 from loadtests.runner import LoadSpec, RunResult, Target, open_loop, run_sweep
 from loadtests.workloads import BenchRequest, multi_turn, single_turn
-from server.cli import main as huatuo
 from tests.support.server_process import start_server
 
 pytestmark = pytest.mark.e2e

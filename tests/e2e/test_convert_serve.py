@@ -64,7 +64,7 @@ def test_the_published_checkpoint_was_converted_once_into_the_cache(
 def _prompts(converted: Path) -> list[list[int]]:
     from transformers import AutoTokenizer
 
-    from server.prompt_format import generate_prompt
+    from huatuogpt2.prompt_format import generate_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(converted)
     prompts = [tokenizer.encode(generate_prompt(q), add_special_tokens=False) for q in QUESTIONS]

@@ -1,7 +1,7 @@
 """`huatuo train` on the bundled sample -> `huatuo serve` on its output -> an SDK chat answer.
 
 Also proves the prompt the server builds for a conversation is byte-identical to the one
-training used (and tokenises to the same ids), since both come from server.prompt_format.
+training used (and tokenises to the same ids), since both come from huatuogpt2.prompt_format.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from adapters.training.packing import hf_encoder, tokenize_sample, training_prompt
-from server.prompt_format import parse_messages, render
+from huatuogpt2.prompt_format import parse_messages, render
 from tests.support.server_process import ROOT, start_server
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("train")
     # The real command on the real sample; few short steps keep it to seconds.
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "train", "--config", str(CONFIG),
+        [sys.executable, "-m", "huatuo", "train", "--config", str(CONFIG),
          "--training.output_dir", str(tmp / "run"), "--export.dir", str(tmp / "model"),
          "--training.max_steps", "4", "--training.per_device_batch_size", "2",
          "--data.max_seq_len", "256", "--training.save_steps", "1000",

@@ -21,7 +21,7 @@ def unify_cmd(server: ServerProcess, tmp: Path) -> list[str]:
     # Short prompts: the shared server's context is 512 tokens.
     (tmp / "q.txt").write_text("Ask one {language} question about: {text}\nQuestion: ")
     (tmp / "a.txt").write_text("Answer in {language}: {question}\nUsing: {text}\nAnswer: ")
-    return [sys.executable, "-m", "server.cli", "unify", "--input", str(tmp / "passages.jsonl"),
+    return [sys.executable, "-m", "huatuo", "unify", "--input", str(tmp / "passages.jsonl"),
             "--output", str(tmp / "out.jsonl"), "--base-url", f"{server.base_url}/v1",
             "--concurrency", "1", "--question-max-tokens", "12", "--answer-max-tokens", "24",
             "--max-question-chars", "100000", "--question-chars", "120",

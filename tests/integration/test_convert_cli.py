@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def huatuo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "huatuo", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -84,7 +84,7 @@ def test_prepare_for_serving_converts_once(yi_src: Path, tmp_path: Path,
 
 
 def test_prepare_for_serving_keeps_llama_checkpoints(tmp_path: Path) -> None:
-    from server.demo_model import build_tiny_llama
+    from huatuogpt2.demo_checkpoint import build_tiny_llama
 
     src = build_tiny_llama(tmp_path / "llama")
     assert prepare_for_serving(src, tmp_path / "cache") == src
@@ -110,7 +110,7 @@ def test_sigterm_mid_conversion_leaves_no_destination(tmp_path: Path) -> None:
     # Big enough (about 300 MB) that the weights take a while to write.
     src = build_yi(tmp_path / "big", hidden=1024, heads=16, kv_heads=4, layers=6)
     dst = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "convert", str(src), str(dst),
+    proc = subprocess.Popen([sys.executable, "-m", "huatuo", "convert", str(src), str(dst),
                              "--shard-size", "20MB", "--no-hash"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -120,8 +120,8 @@ def test_bf16_source_to_float32(tmp_path: Path) -> None:
 
 
 def test_llama_checkpoint_is_copied_unchanged_with_serving_metadata(tmp_path: Path) -> None:
-    from server.demo_model import build_tiny_llama
-    from server.prompt_format import CHAT_TEMPLATE
+    from huatuogpt2.demo_checkpoint import build_tiny_llama
+    from huatuogpt2.prompt_format import CHAT_TEMPLATE
 
     src = build_tiny_llama(tmp_path / "src")
     manifest = convert(src, tmp_path / "out", QUIET)

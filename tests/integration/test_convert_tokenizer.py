@@ -12,7 +12,7 @@ import pytest
 import sentencepiece as spm
 
 from adapters.checkpoint.convert import Options, convert
-from server.prompt_format import parse_messages, render
+from huatuogpt2.prompt_format import parse_messages, render
 from tests.support.published_checkpoints import build_baichuan2_7b, text_corpus
 
 

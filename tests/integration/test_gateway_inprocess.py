@@ -102,7 +102,7 @@ def test_drain_deadline_ends_streams_with_error_then_done() -> None:
             short = asyncio.create_task(client.post("/v1/chat/completions",
                                                     json=body(max_tokens=3, stream=True)))
             await asyncio.sleep(0.1)
-            drain = asyncio.create_task(app.state.lifecycle.drain(0.3, engine.abort))
+            drain = asyncio.create_task(app.state.gateway.lifecycle.drain(0.3, engine.abort))
             await asyncio.sleep(0.05)
             health = await client.get("/health")
             late = await client.post("/v1/chat/completions", json=body())
@@ -181,7 +181,7 @@ def test_max_tokens_limit_names_the_limit() -> None:
 
 def test_metrics_need_a_key_unless_public() -> None:
     async def go(public: bool):
-        app = make_app(FakeEngine(), api_keys=["k"], public_metrics=public)
+        app = make_app(FakeEngine(), api_key=["k"], public_metrics=public)
         async with client_for(app) as client:
             return (await client.get("/metrics")).status_code, (await client.get(
                 "/health")).status_code

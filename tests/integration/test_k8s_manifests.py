@@ -239,7 +239,7 @@ def built(request: pytest.FixtureRequest) -> Built:
 
 @functools.cache
 def _help(command: str) -> str:
-    return subprocess.run([sys.executable, "-m", "server.cli", command, "--help"], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "huatuo", command, "--help"], cwd=REPO,
                           check=True, capture_output=True, text=True, timeout=120).stdout
 
 
@@ -660,7 +660,7 @@ def test_prepare_job_downloads_and_converts_once_then_the_server_starts(
     log.touch()
     # `hf download REPO --revision REV --local-dir DIR`: copy the tiny checkpoint into DIR.
     _logging_tool(bin_dir, "hf", log, f'mkdir -p "$6" && cp -r {hub}/. "$6"/')
-    _logging_tool(bin_dir, "huatuo", log, f'exec {sys.executable} -m server.cli "$@"')
+    _logging_tool(bin_dir, "huatuo", log, f'exec {sys.executable} -m huatuo "$@"')
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
            **source}
 

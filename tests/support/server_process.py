@@ -35,7 +35,7 @@ class ServerProcess:
         full_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "huatuo", "serve", "--port", str(self.port), *args],
             cwd=ROOT,
             env=full_env,
             stdout=self._log,

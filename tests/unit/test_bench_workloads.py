@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from huatuogpt2.prompt_format import parse_messages
 from loadtests.workloads import (
     build_workload,
     estimate_tokens,
@@ -14,7 +15,6 @@ from loadtests.workloads import (
     multi_turn,
     single_turn,
 )
-from server.prompt_format import parse_messages
 
 
 def _has_cjk(text: str) -> bool:

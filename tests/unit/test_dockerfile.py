@@ -80,7 +80,7 @@ def stages() -> dict[str, Stage]:
 
 @pytest.fixture(scope="module")
 def serve_help() -> str:
-    return subprocess.run([sys.executable, "-m", "server.cli", "serve", "--help"], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "huatuo", "serve", "--help"], cwd=REPO,
                           check=True, capture_output=True, text=True, timeout=120).stdout
 
 
@@ -178,15 +178,17 @@ def test_entrypoint_is_huatuo_serve_on_all_interfaces(
 def test_healthcheck_requests_the_health_route_on_the_exposed_port(
     stages: dict[str, Stage], target: str
 ) -> None:
-    from server.routes import router
+    from server.app import build_app
     from server.settings import ServeSettings
+    from tests.support.fake_engine import FakeEngine, fake_model
 
     stage = stages[target]
     healthcheck = stage.last("HEALTHCHECK")
     options, _, command = healthcheck.partition("CMD ")
     assert "--start-period=" in options
     path = re.search(r"'(/[a-z]+)'", command)[1]
-    assert path in {route.path for route in router.routes}
+    app = build_app(ServeSettings(), FakeEngine(), fake_model())
+    assert path in {route.path for route in app.routes}
     assert stage.last("EXPOSE") == str(ServeSettings().port)
     env = " ".join(stage.all("ENV"))
     assert f"HUATUO_PORT={ServeSettings().port}" in env
@@ -245,7 +247,7 @@ def test_dockerignore_keeps_out_venv_git_tests_and_weights() -> None:
                  "k8s/base/deployment.yaml", "server/__pycache__/cli.cpython-311.pyc",
                  "server/model.safetensors", "adapters/x/pytorch_model.bin"):
         assert not in_build_context(path), path
-    for path in ("pyproject.toml", "server/cli.py", "adapters/checkpoint/convert.py"):
+    for path in ("pyproject.toml", "huatuo/cli.py", "adapters/checkpoint/convert.py"):
         assert in_build_context(path), path
 
 
@@ -290,8 +292,8 @@ def test_wheel_stage_builds_from_the_build_context(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-        assert "huatuo = server.cli:main" in archive.read(entry_points).decode()
+        assert "huatuo = huatuo.cli:main" in archive.read(entry_points).decode()
         metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
-    assert "server/cli.py" in names and "adapters/checkpoint/convert.py" in names
+    assert "huatuo/cli.py" in names and "adapters/checkpoint/convert.py" in names
     assert not any(n.startswith("tests/") for n in names)
     assert "Provides-Extra: gpu" in metadata and "Provides-Extra: cpu" in metadata

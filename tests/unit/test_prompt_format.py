@@ -7,7 +7,7 @@ import jinja2.ext
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from server.prompt_format import (
+from huatuogpt2.prompt_format import (
     CHAT_TEMPLATE,
     Conversation,
     PromptError,

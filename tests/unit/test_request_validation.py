@@ -8,12 +8,12 @@ import pytest
 from pydantic import ValidationError
 from vllm.sampling_params import RequestOutputKind
 
-from server.app import _validation_param
-from server.errors import APIError, error_event
-from server.prompt_format import SystemPolicy
+from huatuogpt2.prompt_format import SystemPolicy
+from server.errors import APIError, _field_path
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.sampling import build_sampling_params
 from server.settings import add_serve_arguments, settings_from_args
+from server.sse import error_event
 
 HUATUO_DEFAULTS = {"temperature": 0.3, "top_k": 5, "top_p": 0.85, "repetition_penalty": 1.1,
                    "max_new_tokens": 2048}
@@ -46,9 +46,9 @@ def test_invalid_fields_are_rejected(fields: dict, loc: tuple) -> None:
 
 
 def test_validation_locations_become_openai_params() -> None:
-    assert _validation_param(("body", "temperature")) == "temperature"
-    assert _validation_param(("body", "messages", 2, "role")) == "messages[2].role"
-    assert _validation_param(("body",)) is None
+    assert _field_path(("body", "temperature")) == "temperature"
+    assert _field_path(("body", "messages", 2, "role")) == "messages[2].role"
+    assert _field_path(("body",)) is None
 
 
 def test_unknown_fields_are_ignored_and_extensions_accepted() -> None:
@@ -97,7 +97,7 @@ def test_error_shapes() -> None:
     error = APIError(429, "slow down", code="server_overloaded")
     assert error.body() == {"error": {"message": "slow down", "type": "rate_limit_error",
                                       "param": None, "code": "server_overloaded"}}
-    assert error_event(error).startswith("data: {") and error_event(error).endswith("\n\n")
+    assert error_event(error).startswith(b"data: {") and error_event(error).endswith(b"\n\n")
 
 
 def parse_serve(argv: list[str]) -> argparse.Namespace:
@@ -121,7 +121,7 @@ def test_settings_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch,
     assert settings.max_model_len == 1024  # the flag wins over the environment
     assert settings.enable_prefix_caching is False
     assert settings.system_policy is SystemPolicy.REJECT
-    assert settings.api_keys == ["z", "a", "b", "c"]
+    assert settings.api_keys == ["a", "b", "z", "c"]
     assert settings.model_name == "huatuo-demo"
     assert settings_from_args(parse_serve(["--model", "/m/HuatuoGPT2-7B/"])).model_name == (
         "HuatuoGPT2-7B")

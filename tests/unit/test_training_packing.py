@@ -12,7 +12,7 @@ from adapters.training.packing import (
     tokenize_sample,
     training_prompt,
 )
-from server.prompt_format import generate_prompt, parse_messages, render
+from huatuogpt2.prompt_format import generate_prompt, parse_messages, render
 
 X = IGNORE_INDEX
 EOS = 2

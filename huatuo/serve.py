@@ -1,4 +1,5 @@
-"""`huatuo serve`: resolve the checkpoint, start vLLM in process, run the HTTP gateway."""
+"""`huatuo serve`: resolve the checkpoint (the demo model, or a published one converted once),
+then run the gateway with vLLM in process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import logging
 import os
 from pathlib import Path
 
+from adapters.checkpoint.auto import prepare_for_serving
+from huatuogpt2.demo_checkpoint import ensure_demo_model
+from server.logging_setup import configure_logging
 from server.settings import ServeSettings, add_serve_arguments, settings_from_args
 
 logger = logging.getLogger("huatuo.serve")
@@ -19,8 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_model_dir(settings: ServeSettings) -> Path:
     """The Llama-layout directory to load: the demo model, the given one, or its conversion."""
     if settings.model is None:
-        from server.demo_model import ensure_demo_model
-
         path = ensure_demo_model(settings.cache_dir)
         logger.warning(
             "No --model given: serving the tiny demo model from %s. Its answers are noise; "
@@ -30,17 +32,11 @@ def resolve_model_dir(settings: ServeSettings) -> Path:
     path = Path(settings.model).expanduser()
     if not (path / "config.json").exists():
         raise SystemExit(f"--model {path}: no config.json there; expected a checkpoint directory.")
-    try:
-        from adapters.checkpoint.auto import prepare_for_serving
-    except ImportError:  # the converter is optional at serve time
-        return path
     return prepare_for_serving(path, settings.cache_dir)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    from server.logging_setup import configure_logging
-
     configure_logging(settings.log_level)
     model_dir = resolve_model_dir(settings)
     # The CPU backend otherwise tries to reserve most of the machine's memory for the KV cache.
@@ -48,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_space)
     else:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from server.runner import serve
+    from server.runner import serve  # imports vLLM: only once the checkpoint is ready
 
     return serve(settings, model_dir)

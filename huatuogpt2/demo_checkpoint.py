@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.checkpoint_metadata import (
+from huatuogpt2.checkpoint_metadata import (
     BOS_TOKEN_ID,
     EOS_TOKEN_ID,
     PAD_TOKEN_ID,
     add_chat_template,
     write_generation_config,
 )
+from huatuogpt2.staging import build_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -136,18 +134,7 @@ def build_tiny_llama(
 
 def ensure_demo_model(cache_dir: Path) -> Path:
     """Build the demo checkpoint once (atomically) and return its directory."""
-    target = cache_dir / f"demo-model-{DEMO_VERSION}"
-    if (target / "config.json").exists():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("Building the tiny demo model in %s (its answers are noise).", target)
-    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=cache_dir))
-    try:
-        build_tiny_llama(staging)
-        os.replace(staging, target)
-    except OSError:
-        if not (target / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    target = Path(cache_dir) / f"demo-model-{DEMO_VERSION}"
+    if not (target / "config.json").exists():
+        logger.info("Building the tiny demo model in %s (its answers are noise).", target)
+    return build_atomically(target, build_tiny_llama)

@@ -1,6 +1,7 @@
-"""`make demo`: train the tiny demo model once (cached), print working examples, serve it.
+"""`huatuo demo` (`make demo`): train the tiny demo model once (cached), print working
+examples, serve it.
 
-    python -m server.demo [--host 127.0.0.1] [--port 8000] [--untrained]
+    huatuo demo [--host 127.0.0.1] [--port 8000] [--untrained]
 
 The first run trains a tiny model on the bundled sample on the CPU (minutes, see
 docs/training.md); later runs start at once. `--untrained` serves the random demo checkpoint
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-from server.cli import main as huatuo
+from adapters.training.demo import ensure_trained_demo_model
+from huatuo import serve
+from huatuogpt2.demo_checkpoint import ensure_demo_model
 from server.settings import default_cache_dir
 
 MODEL_NAME = "huatuo-demo"
@@ -42,27 +44,26 @@ This is a tiny model trained for minutes on a small sample: it shows the API, no
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve the demo model with examples.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="Address to bind (default: %(default)s).")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="Port to bind (default: %(default)s).")
     parser.add_argument("--untrained", action="store_true",
-                        help="Serve the random demo checkpoint (no training).")
-    args = parser.parse_args(argv)
+                        help="Serve the random demo checkpoint (no training; answers are noise).")
+
+
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cache_dir = default_cache_dir()
     if args.untrained:
-        from server.demo_model import ensure_demo_model
-
         model_dir = ensure_demo_model(cache_dir)
     else:
-        from adapters.training.demo import ensure_trained_demo_model
-
         model_dir = ensure_trained_demo_model(cache_dir)
     print(examples(f"http://{args.host}:{args.port}"), flush=True)
-    return huatuo(["serve", "--model", str(model_dir), "--served-model-name", MODEL_NAME,
-                   "--host", args.host, "--port", str(args.port)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    # Served in the dtype it was trained in (fp32): a bf16 cast would change its answers.
+    serve_args = ["--model", str(model_dir), "--served-model-name", MODEL_NAME,
+                  "--host", args.host, "--port", str(args.port), "--dtype", "float32"]
+    parser = argparse.ArgumentParser(prog="huatuo serve")
+    serve.add_arguments(parser)
+    return serve.run(parser.parse_args(serve_args))

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from server.prompt_format import CHAT_TEMPLATE
+from huatuogpt2.prompt_format import CHAT_TEMPLATE
 
 BOS_TOKEN_ID = 1
 EOS_TOKEN_ID = 2
 PAD_TOKEN_ID = 0
 
-# Upstream HuatuoGPT2 generation_config.json (13B/34B), see DESIGN.md.
+# Upstream HuatuoGPT2 generation_config.json (13B/34B).
 HUATUO_GENERATION_DEFAULTS: dict = {
     "temperature": 0.3,
     "top_k": 5,

@@ -1,0 +1,1 @@
+"""The `huatuo` command: the top layer, composing the gateway and the adapters."""

@@ -1,0 +1,5 @@
+import sys
+
+from huatuo.cli import main
+
+sys.exit(main())
