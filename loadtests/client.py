@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
+from loadtests.sse import sse_data
 from loadtests.workloads import BenchRequest
 
 
@@ -141,10 +142,7 @@ class BenchClient:
                 return
             last: float | None = None
             done = False
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (": ping"), event names
-                data = line[5:].strip()
+            async for data in sse_data(response.aiter_lines()):
                 if data == "[DONE]":
                     done = True
                     break

@@ -17,28 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from loadtests.report import Slo, summarize
 from loadtests.runner import LoadSpec, RunResult, Target, run_sweep_async
+from loadtests.server_process import ServerProcess, free_port, huatuo_serve_argv
 from loadtests.workloads import BenchRequest
 
 OURS = "huatuo"
 VLLM = "vllm"
 SERVED_NAME = "huatuo-bench"
-ROOT = Path(__file__).resolve().parents[1]
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -64,16 +57,9 @@ class EngineSettings:
         return flags
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def ours_command(settings: EngineSettings, port: int) -> list[str]:
-    return [sys.executable, "-m", "huatuo", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--kv-cache-space", str(settings.kv_cache_space),
-            *settings.common_flags(), *settings.extra_ours]
+    return huatuo_serve_argv(port, ["--kv-cache-space", str(settings.kv_cache_space),
+                                    *settings.common_flags(), *settings.extra_ours])
 
 
 def vllm_command(settings: EngineSettings, port: int, chat_template: Path) -> list[str]:
@@ -89,104 +75,6 @@ def write_chat_template(directory: Path) -> Path:
     path = directory / "huatuo2_chat_template.jinja"
     path.write_text(CHAT_TEMPLATE, encoding="utf-8")
     return path
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (its threads included, its children not)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After the ")" closing the command name, field 14 (utime) is index 11, stime index 12.
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def descendants(pid: int) -> list[int]:
-    """Live descendant pids (the engine core and its workers), via /proc/*/task/*/children."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                children = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.append(child)
-                    stack.append(child)
-    return found
-
-
-def _cpu_or_zero(pid: int) -> float:
-    try:
-        return cpu_seconds(pid)
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-class ManagedServer:
-    """A server process we start, health-check, measure and stop (with its process group)."""
-
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path,
-                 env: dict[str, str]) -> None:
-        self.name = name
-        self.argv = argv
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self.env = env
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 600.0) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            # A new session: stop() can end the engine-core children with the group.
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; "
-                                   f"log: {self.log_path}\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"{self.name} not ready after {timeout} s; log: {self.log_path}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def cpu(self) -> tuple[float, float]:
-        """(API process CPU seconds, CPU seconds of its live descendants)."""
-        assert self.process is not None
-        pid = self.process.pid
-        return _cpu_or_zero(pid), sum(_cpu_or_zero(child) for child in descendants(pid))
-
-    def stop(self, timeout: float = 60.0) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        # Whatever is left of the group (an engine core that outlived its parent) goes too.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(10)
 
 
 @dataclass
@@ -205,7 +93,7 @@ class Measurement:
         return s
 
 
-async def measure_level(server: ManagedServer, target: Target,
+async def measure_level(server: ServerProcess, target: Target,
                         requests: Sequence[BenchRequest], spec: LoadSpec,
                         show_progress: bool) -> tuple[RunResult, float, float]:
     if spec.warmup:
@@ -230,21 +118,21 @@ def run_compare(settings: EngineSettings, requests: Sequence[BenchRequest],
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_space)}
     counter = iter(range(10_000))
 
-    def make(name: str) -> ManagedServer:
+    def make(name: str) -> ServerProcess:
         port = free_port()
         argv = (ours_command(settings, port) if name == OURS
                 else vllm_command(settings, port, chat_template))
         log = log_dir / f"{name}-{next(counter)}.log"
-        return ManagedServer(name, argv, port, log, env)
+        return ServerProcess(argv, log, port=port, env=env, name=name)
 
-    def target_for(server: ManagedServer) -> Target:
+    def target_for(server: ServerProcess) -> Target:
         return Target(server.base_url, SERVED_NAME, target_template.api_key,
                       target_template.stream, target_template.timeout,
                       target_template.sampling)
 
     measurements: list[Measurement] = []
 
-    def record(server: ManagedServer, repeat: int, spec: LoadSpec) -> None:
+    def record(server: ServerProcess, repeat: int, spec: LoadSpec) -> None:
         print(f"[compare] {server.name} repeat {repeat + 1}/{repeats} {spec.label()}",
               file=sys.stderr, flush=True)
         run, api, engine = asyncio.run(
@@ -258,7 +146,7 @@ def run_compare(settings: EngineSettings, requests: Sequence[BenchRequest],
                 print(f"[compare] starting {name}: {' '.join(server.argv)}", file=sys.stderr,
                       flush=True)
                 try:
-                    server.start()
+                    server.start_ready()
                 except (RuntimeError, TimeoutError) as exc:
                     # One failed start must not throw away the runs already measured.
                     print(f"[compare] {name} did not start, repeat {repeat + 1} skipped: {exc}",
@@ -274,7 +162,7 @@ def run_compare(settings: EngineSettings, requests: Sequence[BenchRequest],
         try:
             for name in order:
                 servers[name] = make(name)
-                servers[name].start()
+                servers[name].start_ready()
             for spec in specs:
                 for repeat in range(repeats):
                     for name in order:

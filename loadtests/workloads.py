@@ -2,7 +2,6 @@
 
 Every generator returns a list of `BenchRequest`s and is a pure function of its arguments (the
 seed included), so two runs, or two servers in `huatuo bench compare`, see the same requests.
-Shared with `locustfile.py`.
 
 Workloads:
 - `single`: one-turn medical questions, Chinese, English or mixed.

@@ -40,7 +40,8 @@ from server.telemetry import RequestRecord, Telemetry
 OTHER = "other"
 
 # The API routes the gateway counts; /metrics and /health never reach telemetry.
-DEFAULT_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models")
+GENERATION_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+ENDPOINTS = (*GENERATION_ENDPOINTS, "/v1/models")
 # Admission refusals the gateway knows (server.lifecycle); pre-created so panels show 0, not
 # "No data". Other short codes are accepted as they come.
 KNOWN_REJECTION_REASONS = ("server_overloaded", "shutting_down", "engine_dead")
@@ -72,16 +73,14 @@ class GatewayMetrics(Telemetry):
         self,
         model_names: Iterable[str] = (),
         *,
-        endpoints: Iterable[str] = DEFAULT_ENDPOINTS,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.model_names = frozenset(model_names)
-        self.endpoints = frozenset(endpoints)
+        self.endpoints = frozenset(ENDPOINTS)
         self.registry = registry if registry is not None else CollectorRegistry()
         # request key -> labels its in-flight gauge was raised with, so finish lowers the same one
         # and a finish without a start never drives the gauge negative.
         self._in_flight_labels: dict[str, tuple[str, str]] = {}
-        me = self.endpoints
         r = self.registry
         base = ["model", "endpoint"]
 
@@ -140,21 +139,21 @@ class GatewayMetrics(Telemetry):
         # Until a probe is attached (watch_engine), an unknown state reads as NaN, never as OK.
         self.engine_healthy.set(float("nan"))
 
-        # Create the label children for every known model and endpoint, so dashboards and alert
-        # rules see zeros instead of missing series before the first request.
+        # Create the label children the dashboards and alert rules read, so they see zeros
+        # instead of missing series before the first request. Histograms too: a series that
+        # first appears non-zero loses its first observations to rate()/increase(), which need
+        # a sample before them.
         for model in self.model_names:
-            for endpoint in me:
+            for endpoint in ENDPOINTS:
                 self.requests.labels(model, endpoint, "200")
                 self.request_duration.labels(model, endpoint, "200")
-                # Histograms too: a series that first appears non-zero loses its first
-                # observations to rate()/increase(), which need a sample before them.
+            for endpoint in GENERATION_ENDPOINTS:
                 for family in (self.prompt_tokens, self.completion_tokens, self.in_flight,
                                self.disconnects, self.stream_errors, self.trimmed,
                                self.trimmed_turns, self.ttft, self.itl, self.e2e_latency):
                     family.labels(model, endpoint)
                 for reason in KNOWN_REJECTION_REASONS:
                     self.rejections.labels(model, endpoint, reason)
-        _remember(self.registry)
 
     # -- label hygiene ---------------------------------------------------------------------------
 
@@ -226,28 +225,15 @@ def _in_flight_key(record: RequestRecord) -> str:
     return record.completion_id or record.request_id
 
 
-# The registry of the most recently built GatewayMetrics: what a plain `render_metrics()` shows.
-_current_registry: CollectorRegistry | None = None
-
-
-def _remember(registry: CollectorRegistry) -> None:
-    global _current_registry
-    _current_registry = registry
-
-
-def render_metrics(gateway: GatewayMetrics | None = None) -> tuple[bytes, str]:
-    """The `/metrics` payload and its content type: our metrics, then vLLM's and the process's.
-
-    `gateway` defaults to the most recently built `GatewayMetrics`.
-    """
+def render_metrics(gateway: GatewayMetrics | None) -> tuple[bytes, str]:
+    """The `/metrics` payload and its content type: our metrics, then vLLM's and the process's."""
     from vllm.v1.metrics.prometheus import get_prometheus_registry
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Multiprocess mode: every process's values, ours included, live in the directory and
         # the multiprocess collector merges them; our own registry would count them twice.
         return generate_latest(get_prometheus_registry()), CONTENT_TYPE
-    ours = gateway.registry if gateway is not None else _current_registry
-    payload = generate_latest(ours) if ours is not None else b""
+    payload = generate_latest(gateway.registry) if gateway is not None else b""
     # vLLM's PrometheusStatLogger registers in the default registry, with the process_* and
     # python_* collectors (CPU seconds, memory, open fds) that come with prometheus_client.
     vllm_registry = get_prometheus_registry()

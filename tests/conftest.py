@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server_process import ServerProcess, start_server
+from tests.support.server_process import SERVER_MAX_MODEL_LEN, ServerProcess, start_server
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +28,6 @@ def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             num_layers=8, num_heads=8, num_kv_heads=8)
 
 
-# Context length of the shared server: small, so tests can overflow it cheaply.
-SERVER_MAX_MODEL_LEN = 512
 
 
 @pytest.fixture(scope="session")

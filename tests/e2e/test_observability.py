@@ -25,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_promtool import (
+from tests.support.prometheus import (
     ALERTS_YML,
     PROMETHEUS_YML,
     names_used_by_dashboard_and_alerts,

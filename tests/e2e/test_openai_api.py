@@ -11,9 +11,8 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
-from tests.conftest import SERVER_MAX_MODEL_LEN
-from tests.support.server_process import ServerProcess
-from tests.unit.test_prompt_format import upstream_generate_prompt
+from tests.support.server_process import SERVER_MAX_MODEL_LEN, ServerProcess
+from tests.support.upstream import upstream_generate_prompt
 
 pytestmark = pytest.mark.e2e
 MODEL = "tiny-huatuo"

@@ -12,6 +12,7 @@ import json
 import httpx
 import pytest
 
+from loadtests.sse import sse_data_from_text
 from server.app import build_app
 from server.settings import ServeSettings
 from tests.support.fake_engine import FakeEngine, fake_model
@@ -29,10 +30,6 @@ def client_for(app) -> httpx.AsyncClient:
 def body(max_tokens: int = 4, stream: bool = False, **extra) -> dict:
     return {"model": "fake", "messages": [{"role": "user", "content": "hi"}],
             "max_tokens": max_tokens, "stream": stream, **extra}
-
-
-def sse_events(text: str) -> list[str]:
-    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
 
 
 def run(coro):
@@ -85,7 +82,7 @@ def test_idle_stream_ends_with_error_chunk_and_done() -> None:
         async with client_for(app) as client:
             return await client.post("/v1/chat/completions", json=body(stream=True))
 
-    events = sse_events(run(go()).text)
+    events = sse_data_from_text(run(go()).text)
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["error"]["code"] == "stream_idle_timeout"
     assert not engine.running  # the engine request was aborted
@@ -112,9 +109,9 @@ def test_drain_deadline_ends_streams_with_error_then_done() -> None:
     long, short, health, late = run(go())
     assert health.status_code == 503
     assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
-    short_events = sse_events(short.text)
+    short_events = sse_data_from_text(short.text)
     assert short_events[-1] == "[DONE]" and "error" not in short_events[-2]
-    long_events = sse_events(long.text)
+    long_events = sse_data_from_text(long.text)
     assert long_events[-1] == "[DONE]"
     assert json.loads(long_events[-2])["error"]["code"] == "shutting_down"
     assert engine.aborted
@@ -137,7 +134,7 @@ def test_engine_death_fails_streams_and_calls_back() -> None:
             return response, health
 
     response, health = run(go())
-    events = sse_events(response.text)
+    events = sse_data_from_text(response.text)
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["error"]["code"] == "engine_dead"
     assert health.status_code == 503

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.training import demo
-from tests.integration.training_helpers import write_data
+from tests.support.training import write_data
 
 
 def test_trains_once_then_returns_the_cached_checkpoint(tmp_path: Path,

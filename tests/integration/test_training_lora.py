@@ -10,7 +10,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from adapters.training.train import train
-from tests.integration.training_helpers import tiny_config
+from tests.support.training import tiny_config
 
 
 def test_lora_merge_logits_equal_base_plus_adapter(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from adapters.training.plots import read_loss_log
 from adapters.training.train import train
-from tests.integration.training_helpers import tiny_config
+from tests.support.training import tiny_config
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from loadtests.sse import sse_data
+
 
 @dataclass
 class StreamResult:
@@ -52,9 +54,8 @@ async def read_stream(client: httpx.AsyncClient, url: str, body: dict,
                 await response.aread()
                 result.error = response.json().get("error")
                 return result
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    parse_event(line[6:], result)
+            async for data in sse_data(response.aiter_lines()):
+                parse_event(data, result)
             return result
     except httpx.HTTPError as exc:
         return StreamResult(0, transport_error=repr(exc))

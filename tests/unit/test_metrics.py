@@ -170,7 +170,7 @@ def test_exposition_includes_the_default_registry_where_vllm_registers() -> None
     try:
         stand_in.labels("m").inc(3)
         gateway = GatewayMetrics([MODEL])
-        payload, _ = render_metrics()  # no argument: the most recently built GatewayMetrics
+        payload, _ = render_metrics(gateway)
         assert value(payload, "vllm:test_stand_in_total", model_name="m") == 3
         assert ("huatuo_requests_total",
                 frozenset(dict(model=MODEL, endpoint=CHAT, status="200").items())

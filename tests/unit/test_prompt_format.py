@@ -18,18 +18,7 @@ from huatuogpt2.prompt_format import (
     parse_messages,
     render,
 )
-
-
-def upstream_generate_prompt(query: str, history: list[tuple[str, str]]) -> str:
-    """HuatuoGPT-II's cli_demo `generate_prompt`, reproduced as published."""
-    if not history:
-        return "<问>：{}\n<答>：".format(query)  # noqa: UP032 - as published
-    prompt = ""
-    for old_query, response in history:
-        prompt += "<问>：{}\n<答>：{}\n".format(old_query, response)  # noqa: UP032
-    prompt += "<问>：{}\n<答>：".format(query)  # noqa: UP032
-    return prompt
-
+from tests.support.upstream import upstream_generate_prompt
 
 MESSAGES = [
     "我最近总是头痛，应该怎么办？",

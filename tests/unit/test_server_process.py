@@ -1,4 +1,4 @@
-"""`huatuo bench compare` process handling: start, health wait, CPU accounting, stop."""
+"""The shared server-process manager: start, health wait, CPU accounting, stop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import textwrap
 import time
 
-from loadtests.compare import ManagedServer, cpu_seconds, descendants, free_port
+from loadtests.server_process import ServerProcess, cpu_seconds, descendants, free_port
 
 # A stand-in server: answers 200 everywhere and has one busy child (like an engine core).
 _FAKE_SERVER = textwrap.dedent("""
@@ -30,9 +30,9 @@ def test_cpu_seconds_of_this_process_grows() -> None:
 
 def test_managed_server_lifecycle_and_child_cpu(tmp_path) -> None:
     port = free_port()
-    server = ManagedServer("fake", [sys.executable, "-c", _FAKE_SERVER, str(port)], port,
-                           tmp_path / "fake.log", dict(os.environ))
-    server.start(timeout=60)
+    server = ServerProcess([sys.executable, "-c", _FAKE_SERVER, str(port)], tmp_path / "fake.log",
+                           port=port, name="fake")
+    server.start_ready(timeout=60)
     try:
         pid = server.process.pid
         children = descendants(pid)

@@ -6,7 +6,9 @@ the converter process's high-water mark (VmHWM via wait4), divided by the larges
 (posix_fadvise DONTNEED), so they read from disk; a plain cold read and a cold copy of the same
 files give the disk's own speed for comparison.
 
-    python -m adapters.checkpoint.bench_convert --size-gb 5 --workdir /tmp/convert-bench
+    python -m loadtests.bench_convert --size-gb 5 --workdir /tmp/convert-bench
+
+It drives the converter as a user does, through `huatuo convert` in a child process.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -23,10 +26,9 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from adapters.checkpoint.io import OutputTensor, parse_size, plan_shards, write_shards
-
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # Baichuan2-7B's real dimensions; the layer count sets the size.
 HIDDEN, INTERMEDIATE, VOCAB = 4096, 11008, 125696
 
@@ -58,37 +60,44 @@ def build_source(directory: Path, layers: int, fmt: str, shard_bytes: int) -> No
               "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu"}
     (directory / "config.json").write_text(json.dumps(config))
     _train_tokenizer(directory / "tokenizer.model")
-    specs = [OutputTensor("model.embed_tokens.weight", torch.bfloat16, (VOCAB, HIDDEN))]
+    shapes = {"model.embed_tokens.weight": (VOCAB, HIDDEN)}
     for n in range(layers):
         p = f"model.layers.{n}."
-        specs += [
-            OutputTensor(p + "self_attn.W_pack.weight", torch.bfloat16, (3 * HIDDEN, HIDDEN)),
-            OutputTensor(p + "self_attn.o_proj.weight", torch.bfloat16, (HIDDEN, HIDDEN)),
-            OutputTensor(p + "mlp.gate_proj.weight", torch.bfloat16, (INTERMEDIATE, HIDDEN)),
-            OutputTensor(p + "mlp.up_proj.weight", torch.bfloat16, (INTERMEDIATE, HIDDEN)),
-            OutputTensor(p + "mlp.down_proj.weight", torch.bfloat16, (HIDDEN, INTERMEDIATE)),
-            OutputTensor(p + "input_layernorm.weight", torch.bfloat16, (HIDDEN,)),
-            OutputTensor(p + "post_attention_layernorm.weight", torch.bfloat16, (HIDDEN,)),
-        ]
-    specs += [OutputTensor("model.norm.weight", torch.bfloat16, (HIDDEN,)),
-              OutputTensor("lm_head.weight", torch.bfloat16, (VOCAB, HIDDEN))]
+        shapes.update({
+            p + "self_attn.W_pack.weight": (3 * HIDDEN, HIDDEN),
+            p + "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+            p + "mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
+            p + "mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
+            p + "mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+            p + "input_layernorm.weight": (HIDDEN,),
+            p + "post_attention_layernorm.weight": (HIDDEN,),
+        })
+    shapes.update({"model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)})
     generator = torch.Generator().manual_seed(0)
-
-    def random(spec: OutputTensor) -> torch.Tensor:
-        return (torch.randn(spec.shape, generator=generator) * 0.02).to(spec.dtype)
-
-    shards = plan_shards(specs, shard_bytes)
-    if fmt == "safetensors":
-        write_shards(directory, shards, random)
-        # Published names: model.safetensors.index.json already; keep HF's file names.
-        return
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, shape in shapes.items():
+        nbytes = 2 * math.prod(shape)
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    # The file names the published checkpoints use.
+    stem, suffix, index = (("model", "safetensors", "model.safetensors.index.json")
+                           if fmt == "safetensors"
+                           else ("pytorch_model", "bin", "pytorch_model.bin.index.json"))
     weight_map = {}
-    for i, shard in enumerate(shards):
-        name = f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin"
-        torch.save({s.name: random(s) for s in shard}, directory / name)
-        weight_map.update({s.name: name for s in shard})
-    (directory / "pytorch_model.bin.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map}))
+    for i, names in enumerate(shards):
+        file = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{suffix}"
+        tensors = {n: (torch.randn(shapes[n], generator=generator) * 0.02).to(torch.bfloat16)
+                   for n in names}
+        if fmt == "safetensors":
+            save_file(tensors, directory / file, metadata={"format": "pt"})
+        else:
+            torch.save(tensors, directory / file)
+        weight_map.update(dict.fromkeys(names, file))
+    (directory / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
 def evict(directory: Path) -> None:
@@ -162,8 +171,10 @@ def disk_baselines(src: Path, scratch: Path) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size-gb", type=float, default=5.0, help="Approximate source size.")
-    parser.add_argument("--source-shard-size", default="2GB")
+    parser.add_argument("--size-gb", type=float, default=5.0,
+                        help="Approximate source size (default %(default)s: about 5 minutes "
+                        "on a 2-core machine with a 0.3 GB/s disk).")
+    parser.add_argument("--source-shard-size-gb", type=float, default=2.0)
     parser.add_argument("--shard-size", default="2GB", help="Output shard size.")
     parser.add_argument("--formats", default="safetensors,bin")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/huatuo-convert-bench"))
@@ -180,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             src = args.workdir / f"src-{fmt}"
             if not (src / "config.json").exists():
                 print(f"building {src} ...", flush=True)
-                build_source(src, layers, fmt, parse_size(args.source_shard_size))
+                build_source(src, layers, fmt, int(args.source_shard_size_gb * 1e9))
             total, largest_in = weight_bytes(src)
             for label, extra in (("sha256 manifest", []), ("--no-hash", ["--no-hash"])):
                 # The disk is shared and noisy: measure its own speed right before each run.
