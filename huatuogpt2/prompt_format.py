@@ -157,29 +157,86 @@ class FittedPrompt:
     trimmed_rounds: int
 
 
+# Tokens by which tokenising pieces apart may differ from tokenising them joined (merges across
+# a piece boundary), per boundary. Piece counts only steer the search; the kept prompt
+# is always tokenised whole.
+_BOUNDARY_SLACK = 8
+# When a text is much longer than the budget, a prefix of this many characters per budget
+# token is tokenised first: if the prefix alone is over the budget, so is the text.
+_PROBE_CHARS_PER_TOKEN = 16
+
+
 def fit_to_context(
     conversation: Conversation, encode: Callable[[str], list[int]], max_prompt_tokens: int
 ) -> FittedPrompt:
     """Drop whole oldest rounds (as upstream does) until the prompt fits `max_prompt_tokens`.
 
-    The system text, when merged, stays in front of the first round that is kept. Raises
-    PromptError(code="context_length_exceeded") when even the last user message does not fit.
+    The result is the prompt with the fewest rounds dropped that fits, tokenised whole, as if
+    every suffix of the conversation had been tried oldest first; but the work is proportional
+    to what is kept, not to what was sent: rounds are counted newest first, each at most once,
+    until the budget is spent, and a round far longer than the budget is only counted up to a
+    prefix that already exceeds it. The system text, when merged, stays in front of the first
+    round that is kept. Raises PromptError(code="context_length_exceeded") when even the last
+    user message does not fit.
     """
-    rounds = conversation.rounds
-    # Common case first: everything fits, one tokenisation.
-    for dropped in range(len(rounds)):
-        kept = Conversation(conversation.system, rounds[dropped:])
-        text = render(kept)
-        ids = encode(text)
-        if len(ids) <= max_prompt_tokens:
-            return FittedPrompt(text, ids, dropped)
-    raise PromptError(
-        f"The last user message alone needs {len(ids)} tokens, more than the "
-        f"{max_prompt_tokens} the model's context leaves after max_tokens. Shorten the message "
-        "or lower max_tokens.",
+    rounds, budget = conversation.rounds, max_prompt_tokens
+    last = len(rounds) - 1
+    # Estimated tokens of the prompt that keeps rounds[i:], for the rounds counted, newest
+    # first; counting stops at the first round that clearly does not fit.
+    estimate: dict[int, int] = {}
+    total = _count(encode, conversation.system + SYSTEM_SEPARATOR, budget) \
+        if conversation.system else 0
+    for index in range(last, -1, -1):
+        piece = format_round(rounds[index]) + (TURN_SEPARATOR if index < last else "")
+        total += _count(encode, piece, budget - total)
+        estimate[index] = total
+        if total > budget + _slack(last - index):
+            break
+    if estimate[last] > budget + _slack(0):
+        raise _too_long(estimate[last], budget)
+    dropped = min((i for i, tokens in estimate.items() if tokens <= budget), default=last)
+    # Exact: tokenise the kept prompt whole; step one round at a time where the estimate was off.
+    fitted = _fitted(conversation, encode, dropped)
+    while len(fitted.token_ids) > budget:
+        if dropped == last:
+            raise _too_long(len(fitted.token_ids), budget)
+        dropped += 1
+        fitted = _fitted(conversation, encode, dropped)
+    while dropped - 1 in estimate and estimate[dropped - 1] <= budget + _slack(last - dropped + 1):
+        longer = _fitted(conversation, encode, dropped - 1)
+        if len(longer.token_ids) > budget:
+            break
+        fitted, dropped = longer, dropped - 1
+    return fitted
+
+
+def _too_long(tokens: int, budget: int) -> PromptError:
+    return PromptError(
+        f"The last user message alone needs {tokens} tokens or more, more than the {budget} "
+        "the model's context leaves after max_tokens. Shorten the message or lower max_tokens.",
         "messages",
         code="context_length_exceeded",
     )
+
+
+def _slack(boundaries: int) -> int:
+    return _BOUNDARY_SLACK * (boundaries + 1)
+
+
+def _fitted(conversation: Conversation, encode: Callable[[str], list[int]],
+            dropped: int) -> FittedPrompt:
+    text = render(Conversation(conversation.system, conversation.rounds[dropped:]))
+    return FittedPrompt(text, encode(text), dropped)
+
+
+def _count(encode: Callable[[str], list[int]], text: str, limit: int) -> int:
+    """The token count of `text`; for a text far over `limit`, any count over it."""
+    probe = max(limit, 0) * _PROBE_CHARS_PER_TOKEN + 64
+    if len(text) > probe:
+        head = len(encode(text[:probe]))
+        if head > limit + _BOUNDARY_SLACK:
+            return head
+    return len(encode(text))
 
 
 def generate_prompt(query: str, history: Sequence[tuple[str, str]] = ()) -> str:

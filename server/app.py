@@ -22,7 +22,7 @@ from server import __version__
 from server.engine import ModelInfo
 from server.errors import APIError, error_response, to_api_error
 from server.lifecycle import Lifecycle
-from server.metrics import GatewayMetrics
+from server.metrics import GatewayMetrics, watch_event_loop_lag
 from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from server.routes import Gateway, api_router
 from server.serving_chat import TRIMMED_HEADER, ChatService
@@ -57,11 +57,14 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        watchdog = asyncio.create_task(_watch_engine(gateway, on_engine_dead))
+        watchers = [asyncio.create_task(_watch_engine(gateway, on_engine_dead))]
+        if metrics is not None:
+            watchers.append(asyncio.create_task(watch_event_loop_lag(metrics.loop_lag)))
         try:
             yield
         finally:
-            watchdog.cancel()
+            for watcher in watchers:
+                watcher.cancel()
 
     app = FastAPI(
         title="huatuo-serve",

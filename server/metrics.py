@@ -21,6 +21,7 @@ and engine-health gauges are declared with multiprocess modes that aggregate cor
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -57,6 +58,11 @@ TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
 # Inter-token latency: a healthy decode step is 10-100 ms on a GPU; seconds mean starvation.
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
                0.5, 0.75, 1.0, 2.5, 5.0)
+# Event-loop lag: how late a periodic timer fires. Milliseconds are normal; 100 ms stalls every
+# stream and health check of the replica.
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0)
+LOOP_LAG_INTERVAL = 0.1
 # Whole requests: answers of up to 2048 tokens take minutes on a loaded 34B replica.
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
                     45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
@@ -136,6 +142,11 @@ class GatewayMetrics(Telemetry):
             "1 while the in-process vLLM engine is alive and the server admits requests, 0 when "
             "the engine is dead or the server is draining.",
             multiprocess_mode="liveall", registry=r)
+        self.loop_lag = Histogram(
+            "huatuo_event_loop_lag_seconds",
+            f"How late the gateway's event loop runs a {LOOP_LAG_INTERVAL:g} s timer: time "
+            "every request, stream and health check waited behind other work.",
+            buckets=LOOP_LAG_BUCKETS, registry=r)
         # Until a probe is attached (watch_engine), an unknown state reads as NaN, never as OK.
         self.engine_healthy.set(float("nan"))
 
@@ -218,6 +229,16 @@ class GatewayMetrics(Telemetry):
     def watch_engine(self, is_healthy: Callable[[], bool]) -> None:
         """Read `is_healthy()` at every scrape into `huatuo_engine_healthy` (1 or 0)."""
         self.engine_healthy.set_function(lambda: 1.0 if is_healthy() else 0.0)
+
+
+async def watch_event_loop_lag(histogram: Histogram,
+                               interval: float = LOOP_LAG_INTERVAL) -> None:
+    """Observe, forever, how late `asyncio.sleep(interval)` wakes up on this loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval)
+        histogram.observe(max(0.0, loop.time() - started - interval))
 
 
 def _in_flight_key(record: RequestRecord) -> str:

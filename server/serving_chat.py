@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -65,7 +66,9 @@ class ChatService(EngineService):
         check_model(request.model, self.model)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_max_tokens(request.requested_max_tokens, param, self.model, self.settings)
-        fitted = self.build_prompt(request)
+        # Parsing, rendering and tokenising a long conversation takes CPU time: off the event
+        # loop, so health checks and other streams never wait for it.
+        fitted = await asyncio.to_thread(self.build_prompt, request)
         prompt_tokens = len(fitted.token_ids)
         max_tokens = request.requested_max_tokens or min(
             int(self.model.generation_defaults.get("max_new_tokens", self.model.max_model_len)),

@@ -7,6 +7,7 @@ HuatuoGPT2 was trained). A list of prompts runs as one batch; choice `index` is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from vllm.utils.async_utils import merge_async_iterators
@@ -71,7 +72,7 @@ class CompletionService(EngineService):
     async def create(self, request: CompletionRequest, ctx: RequestContext) -> ServingResult:
         check_model(request.model, self.model)
         check_max_tokens(request.max_tokens, "max_tokens", self.model, self.settings)
-        prompts = self._prompts(request)
+        prompts = await asyncio.to_thread(self._prompts, request)  # tokenising: off the loop
         max_tokens = request.max_tokens or 16
         longest = max(len(ids) for _, ids in prompts)
         if longest + max_tokens > self.model.max_model_len:

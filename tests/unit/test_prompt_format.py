@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jinja2
 import jinja2.ext
 import pytest
@@ -166,3 +168,96 @@ def test_fit_refuses_when_last_message_alone_is_too_long() -> None:
         fit_to_context(conversation, char_encode, 50)
     assert info.value.code == "context_length_exceeded"
     assert info.value.param == "messages"
+
+
+def reference_fit(conversation: Conversation, encode, max_prompt_tokens: int):
+    """Today's contract, spelled out: try every suffix, oldest first; the first that fits."""
+    for dropped in range(len(conversation.rounds)):
+        text = render(Conversation(conversation.system, conversation.rounds[dropped:]))
+        if len(encode(text)) <= max_prompt_tokens:
+            return text, dropped
+    return None
+
+
+@pytest.fixture(scope="module")
+def bpe_encode(tmp_path_factory: pytest.TempPathFactory):
+    """The demo checkpoint's byte-level BPE tokenizer: merges cross piece boundaries."""
+    from tokenizers import Tokenizer
+
+    from huatuogpt2.demo_checkpoint import build_tokenizer
+
+    directory = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer(directory)
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def merging_encode(text: str) -> list[int]:
+    """Joining rounds saves tokens: a turn boundary is one token, counted apart it is five."""
+    return [ord(t[-1]) for t in re.findall(r"\n<问>：|.", text, re.S)]
+
+
+def splitting_encode(text: str) -> list[int]:
+    """Joining rounds costs tokens: a turn boundary costs three more than its pieces."""
+    return char_encode(text) + [0] * (3 * text.count("\n<"))
+
+
+@pytest.mark.parametrize("encoder", ["chars", "bpe", "merging", "splitting"])
+def test_fit_equals_trying_every_suffix(encoder: str, bpe_encode) -> None:
+    """The fast trimming keeps exactly what trying every suffix would, byte for byte, also
+    where counting rounds apart over- or under-estimates the joined prompt."""
+    import random
+
+    encode = {"chars": char_encode, "bpe": bpe_encode, "merging": merging_encode,
+              "splitting": splitting_encode}[encoder]
+    rng = random.Random(7)
+    checked = refused = 0
+    for _ in range(400):
+        rounds = [Round(rng.choice(MESSAGES)[: rng.randint(0, 300)],
+                        rng.choice(MESSAGES)[: rng.randint(0, 300)])
+                  for _ in range(rng.randint(0, 8))]
+        rounds.append(Round(rng.choice(MESSAGES)[: rng.randint(0, 400)]))
+        conversation = Conversation(rng.choice([None, "你是医生。", "sys\n" * 30]),
+                                    tuple(rounds))
+        budget = rng.randint(5, 900)
+        expected = reference_fit(conversation, encode, budget)
+        if expected is None:
+            refused += 1
+            with pytest.raises(PromptError) as info:
+                fit_to_context(conversation, encode, budget)
+            assert info.value.code == "context_length_exceeded"
+            continue
+        fitted = fit_to_context(conversation, encode, budget)
+        assert (fitted.text, fitted.trimmed_rounds) == expected
+        assert fitted.token_ids == encode(fitted.text)
+        checked += 1
+    assert checked > 150 and refused > 20  # both outcomes were exercised
+
+
+def test_fit_work_is_proportional_to_what_is_kept() -> None:
+    """511 long messages, a small budget: the characters tokenised stay near what is kept."""
+    encoded: list[int] = []
+
+    def counting_encode(text: str) -> list[int]:
+        encoded.append(len(text))
+        return char_encode(text)
+
+    rounds = tuple(Round("问" * 5000, "答" * 5000) for _ in range(255)) + (Round("q" * 100),)
+    fitted = fit_to_context(Conversation("sys", rounds), counting_encode, 1000)
+    assert fitted.trimmed_rounds == 255
+    sent = sum(len(r.user) + len(r.assistant or "") for r in rounds)
+    assert sum(encoded) < 40_000 < sent // 50  # tens of thousands of 2.5 million characters
+
+
+def test_a_huge_last_message_is_refused_without_tokenising_all_of_it() -> None:
+    encoded: list[int] = []
+
+    def counting_encode(text: str) -> list[int]:
+        encoded.append(len(text))
+        return char_encode(text)
+
+    conversation = Conversation(None, (Round("x" * 4_000_000),))
+    with pytest.raises(PromptError) as info:
+        fit_to_context(conversation, counting_encode, 1000)
+    assert info.value.code == "context_length_exceeded"
+    assert sum(encoded) < 50_000

@@ -132,3 +132,35 @@ def test_settings_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch,
 def test_bad_flags_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_serve(argv)
+
+
+def test_readme_lists_every_serve_flag_with_its_environment_variable() -> None:
+    """The flags are declared once (server/settings.py); the README's table must keep up."""
+    from pathlib import Path
+
+    from server.settings import flag_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines()
+            if line.startswith("| `--")}
+    for option, env, _default, _help in flag_table():
+        assert f"`{option}`" in rows, f"README.md has no row for {option}"
+        assert f"`{env}`" in rows[f"`{option}`"], f"README.md: {option} row lacks {env}"
+
+
+def test_help_shows_defaults_and_environment_variables() -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "Port to bind. (default: 8000) [env HUATUO_PORT]" in text
+    assert "(default: 127.0.0.1) [env HUATUO_HOST]" in text
+    assert "(default: on) [env HUATUO_ENABLE_PREFIX_CACHING]" in text
+
+
+def test_a_bad_environment_value_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("HUATUO_PORT", "eighty")
+    with pytest.raises(SystemExit) as info:
+        parse_serve([])
+    assert info.value.code == 2
+    assert "HUATUO_PORT='eighty'" in capsys.readouterr().err
