@@ -178,7 +178,7 @@ def print_summary(stats, args: argparse.Namespace) -> None:
     print(f"\nunify summary: {stats.total} passages; {stats.kept} ({stats.kept_fraction:.0%}) "
           f"are in {args.output} (--min-kept-fraction {args.min_kept_fraction:g})")
     print(f"  this run: {stats.written} written, {stats.dropped} dropped, {stats.failed} failed"
-          f"; {stats.already_done} done or dropped by earlier runs")
+          f"; {stats.already_done} already done (written or dropped by earlier runs)")
     if stats.drop_reasons:
         print(f"  dropped (recorded in {dropped_path(args.output)}; reruns skip them unless "
               "--retry-dropped):")
