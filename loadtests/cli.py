@@ -4,6 +4,11 @@
     huatuo bench compare --model-dir DIR --concurrency 1,8,32 --num-requests 200 --repeats 2
 
 See docs/performance.md for every flag with examples.
+
+Exit status (the convention of every `huatuo` subcommand): 0 done, every request succeeded;
+1 the work failed (requests failed, the server is unreachable or did not start); 2 bad usage
+(bad flags, a missing --jsonl/--tokenizer/--model-dir, a rejected API key); 130 interrupted.
+Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -135,11 +140,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_load_arguments(cmp_parser)
 
 
+class UsageError(Exception):
+    """Bad usage: reported as one line, exit status 2."""
+
+
+class WorkFailed(Exception):
+    """The benchmark could not be done: reported as one line, exit status 1."""
+
+
+def _usage(function, *args, **kwargs):
+    """Call a function that checks the flags' values: its ValueError is bad usage."""
+    try:
+        return function(*args, **kwargs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _specs(args: argparse.Namespace) -> list[LoadSpec]:
     if args.mode == "open" and not args.rate:
-        raise SystemExit("--mode open needs --rate")
+        raise UsageError("--mode open needs --rate")
     levels = args.concurrency if args.mode == "closed" else args.rate
-    return sweep_specs(mode=args.mode, levels=levels, num_requests=args.num_requests,
+    return _usage(sweep_specs, mode=args.mode, levels=levels, num_requests=args.num_requests,
                        duration=args.duration, burstiness=args.burstiness,
                        max_concurrency=args.max_concurrency, warmup=args.warmup, seed=args.seed)
 
@@ -150,7 +171,7 @@ def _workload(args: argparse.Namespace, tokenizer: Path | None) -> list[BenchReq
         from loadtests.workloads import tokenizer_counter
 
         count_tokens = tokenizer_counter(tokenizer)
-    return build_workload(args.workload, args.num_requests, seed=args.seed,
+    return _usage(build_workload, args.workload, args.num_requests, seed=args.seed,
                           language=args.language, max_tokens=args.max_tokens,
                           max_model_len=args.max_model_len or 4096, count_tokens=count_tokens,
                           jsonl=args.jsonl)
@@ -178,10 +199,57 @@ def _meta(args: argparse.Namespace, requests: list[BenchRequest]) -> dict:
     }
 
 
+def _error(message: str, code: int) -> int:
+    message = " ".join(str(message).split())  # one line
+    print(f"huatuo bench: error: {message}", file=sys.stderr)
+    return code
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    if args.jsonl is not None and not args.jsonl.is_file():
+        raise UsageError(f"--jsonl {args.jsonl}: no such file")
+    if args.tokenizer is not None and not args.tokenizer.is_dir():
+        raise UsageError(f"--tokenizer {args.tokenizer}: no such checkpoint directory")
+    model_dir = getattr(args, "model_dir", None)
+    if model_dir is not None and not (model_dir / "config.json").is_file():
+        raise UsageError(f"--model-dir {model_dir}: not a checkpoint directory (no config.json)")
+
+
+def _http_problem(exc: Exception, args: argparse.Namespace) -> Exception | None:
+    """A failed GET /v1/models, as a one-line usage error or failure; None if not one."""
+    import httpx
+
+    base_url = getattr(args, "base_url", "the server")
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        if status in (401, 403):
+            return UsageError(f"{base_url} refused the API key (HTTP {status}); pass --api-key "
+                              "KEY or set HUATUO_BENCH_API_KEY")
+        return WorkFailed(f"{exc.request.url}: HTTP {status}; is --base-url an "
+                          "OpenAI-compatible server root (without /v1)?")
+    if isinstance(exc, httpx.TransportError):
+        return WorkFailed(f"cannot reach {base_url} ({type(exc).__name__}: {exc}); start the "
+                          "server (huatuo serve ...) or pass --base-url")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.bench_command == "compare":
-        return run_compare_command(args)
-    return run_bench_command(args)
+    try:
+        _check_paths(args)
+        if args.bench_command == "compare":
+            return run_compare_command(args)
+        return run_bench_command(args)
+    except UsageError as exc:
+        return _error(str(exc), 2)
+    except WorkFailed as exc:
+        return _error(str(exc), 1)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    except Exception as exc:
+        problem = _http_problem(exc, args)
+        if problem is None:
+            raise
+        return _error(str(problem), 2 if isinstance(problem, UsageError) else 1)
 
 
 def run_bench_command(args: argparse.Namespace) -> int:

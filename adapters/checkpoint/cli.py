@@ -1,4 +1,10 @@
-"""`huatuo convert SRC DST`: published HuatuoGPT2 checkpoint -> Llama layout vLLM serves."""
+"""`huatuo convert SRC DST`: published HuatuoGPT2 checkpoint -> Llama layout vLLM serves.
+
+Exit status (the convention of every `huatuo` subcommand): 0 done; 1 the checkpoint cannot be
+converted, or the conversion failed midway (DST is left untouched); 2 bad usage (bad flags, a
+missing SRC, a non-empty DST without --force, DST that is SRC or a file); 130 interrupted.
+Errors are one line on stderr.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,13 @@ import signal
 import sys
 from pathlib import Path
 
-from adapters.checkpoint.convert import DEFAULT_SHARD_BYTES, DTYPES, Options, convert
+from adapters.checkpoint.convert import (
+    DEFAULT_SHARD_BYTES,
+    DTYPES,
+    Options,
+    check_destination,
+    convert,
+)
 from adapters.checkpoint.errors import ConversionError
 from adapters.checkpoint.io import parse_size
 
@@ -44,13 +56,34 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _error(message: str, code: int) -> int:
+    message = " ".join(str(message).split())  # one line
+    print(f"huatuo convert: error: {message}", file=sys.stderr)
+    return code
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """Problems with SRC and DST themselves (bad usage, exit 2), found before any work."""
+    if not args.src.exists():
+        return f"SRC {args.src}: no such directory"
+    if not args.src.is_dir():
+        return f"SRC {args.src}: not a directory (pass the checkpoint directory)"
+    try:
+        check_destination(args.dst, args.src, args.force)
+    except ConversionError as exc:
+        return str(exc)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         shard_bytes = parse_size(args.shard_size)
     except ValueError as exc:
-        print(f"huatuo convert: --shard-size: {exc}", file=sys.stderr)
-        return 2
+        return _error(f"--shard-size: {exc}", 2)
+    problem = _usage_problem(args)
+    if problem:
+        return _error(problem, 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     _interrupt_on_sigterm()
     options = Options(dtype=args.dtype, force=args.force, shard_bytes=shard_bytes,
                       verify=args.verify, progress=not args.quiet and sys.stderr.isatty(),
@@ -58,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = convert(args.src, args.dst, options)
     except ConversionError as exc:
-        print(f"huatuo convert: error: {exc}", file=sys.stderr)
-        return 1
+        return _error(str(exc), 1)
+    except OSError as exc:  # disk full, permissions, ... midway: DST is not published
+        return _error(f"{exc}; {args.dst} was not written", 1)
     except KeyboardInterrupt:
         print(f"huatuo convert: interrupted; {args.dst} was not written.", file=sys.stderr)
         return 130

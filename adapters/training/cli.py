@@ -1,9 +1,16 @@
-"""`huatuo train --config train.yaml [--section.field value ...]`."""
+"""`huatuo train --config train.yaml [--section.field value ...]`.
+
+Exit status (the convention of every `huatuo` subcommand): 0 done; 1 the work failed (bad data,
+a sample too long for max_seq_len with data.truncate_long_samples false, training error);
+2 bad usage (bad flags or config, a missing config file, data file, base model or resume
+checkpoint); 130 interrupted. Errors are one line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from adapters.training.config import (
@@ -27,14 +34,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_override_flags(parser)
 
 
+def _error(message: str, code: int) -> int:
+    print(f"huatuo train: error: {message}", file=sys.stderr)
+    return code
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                                                   "%(message)s")
+    import yaml
+
+    if args.config is not None and not args.config.is_file():
+        return _error(f"--config {args.config}: no such file", 2)
     try:
         config = load_config(args.config, overrides_from_args(args))
-    except (ConfigError, OSError) as exc:
-        print(f"huatuo train: {exc}")
-        return 2
+    except (ConfigError, OSError, yaml.YAMLError) as exc:
+        return _error(" ".join(str(exc).split()), 2)
+    for source in config.data.sources:
+        if not Path(source.path).exists():
+            return _error(f"data source {source.name!r}: {source.path}: no such file", 2)
+    resume = config.training.resume
+    if resume and resume != "latest" and not Path(resume).is_dir():
+        return _error(f"training.resume: no checkpoint directory {resume}", 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                                                   "%(message)s")
+    from adapters.training.packing import SampleTooLong
     from adapters.training.readers import DataError
     from adapters.training.train import BaseModelError
 
@@ -45,12 +67,14 @@ def run(args: argparse.Namespace) -> int:
 
         train(config, export=not args.no_export)
     except DataError as exc:
-        print(f"huatuo train: bad data: {exc}\n(use --data.skip_invalid true to skip such "
-              "records)")
-        return 1
+        return _error(f"bad data: {exc} (use --data.skip_invalid true to skip such records)", 1)
+    except SampleTooLong as exc:
+        return _error(f"{exc}; raise --data.max_seq_len or pass "
+                      "--data.truncate_long_samples true to cut such samples", 1)
     except BaseModelError as exc:
-        print(f"huatuo train: {exc}")
-        return 2
+        return _error(str(exc), 2)
+    except KeyboardInterrupt:
+        return _error("interrupted; resume with --training.resume latest", 130)
     return 0
 
 

@@ -57,6 +57,14 @@ class DataConfig:
     max_seq_len: int = _f(4096, "Packed row length in tokens (upstream: 4096).")
     seed: int = _f(42, "Seed of the priority-sampling draw (fixes the training order).")
     skip_invalid: bool = _f(False, "Skip and count malformed records instead of failing.")
+    packing: str = _f("bfd", "How samples fill rows: bfd (best-fit decreasing within windows "
+                             "of the priority order, ~97%+ full) | greedy (upstream: in order).")
+    packing_window_rows: int = _f(64, "bfd: window of the training order packed together, in "
+                                      "rows' worth of tokens (larger: fuller rows, samples "
+                                      "move further from their drawn position).")
+    truncate_long_samples: bool = _f(True, "A sample longer than max_seq_len: true = cut it to "
+                                           "max_seq_len (upstream; counted, logged and in "
+                                           "data_summary.json); false = fail naming it.")
 
 
 @dataclass
@@ -220,6 +228,10 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"export.dtype must be bf16 or fp32, got {config.export.dtype!r}")
     if not config.data.sources:
         raise ConfigError("data.sources: at least one source is required")
+    if config.data.packing not in ("bfd", "greedy"):
+        raise ConfigError(f"data.packing must be bfd or greedy, got {config.data.packing!r}")
+    if config.data.packing_window_rows < 1:
+        raise ConfigError("data.packing_window_rows must be >= 1")
     names = [s.name for s in config.data.sources]
     for i, source in enumerate(config.data.sources):
         if not source.name or not source.path:

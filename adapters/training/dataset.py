@@ -16,6 +16,7 @@ from adapters.training.config import DataConfig
 from adapters.training.packing import (
     IGNORE_INDEX,
     PackedRows,
+    SampleTooLong,
     TokenizedSample,
     conversation_text,
     hf_batch_encoder,
@@ -61,21 +62,44 @@ def corpus_text(by_source: dict[str, list[Sample]]) -> list[str]:
 
 
 ENCODE_BATCH = 1024
-PREP_VERSION = "1"  # bump when packing or labelling changes
+PREP_VERSION = "2"  # bump when packing or labelling changes
 
 
-def tokenize_in_order(order, by_source, encode_batch, max_seq_len: int) -> list:
+def tokenize_in_order(order, by_source, encode_batch, config: DataConfig) -> list:
     """Tokenised samples in training order; each distinct sample is encoded once (data epochs
-    repeat samples), in batches for the Rust tokenizer."""
+    repeat samples), in batches for the Rust tokenizer.
+
+    A sample longer than config.max_seq_len is cut to it when config.truncate_long_samples
+    (upstream; counted and logged here, `truncated_samples` in the summary), else refused
+    with `SampleTooLong` naming its source and id."""
     keys = list(dict.fromkeys((slot.source, slot.index) for slot in order))
     tokenized: dict[tuple[str, int], TokenizedSample] = {}
+    truncated: list[str] = []
     for start in range(0, len(keys), ENCODE_BATCH):
         chunk = keys[start:start + ENCODE_BATCH]
         rendered = [conversation_text(by_source[src][i].rounds) for src, i in chunk]
         encoded = encode_batch([text for text, _ in rendered])
         for key, (_, spans), (ids, offsets) in zip(chunk, rendered, encoded, strict=True):
-            tokenized[key] = label_tokens(ids, offsets, spans, max_seq_len)
+            try:
+                sample = label_tokens(ids, offsets, spans, config.max_seq_len,
+                                      truncate=config.truncate_long_samples)
+            except SampleTooLong as exc:
+                name = sample_name(by_source, key)
+                raise SampleTooLong(exc.length, exc.max_seq_len, name) from None
+            if sample.truncated_from:
+                truncated.append(f"{sample_name(by_source, key)} ({sample.truncated_from} "
+                                 "tokens)")
+            tokenized[key] = sample
+    if truncated:
+        logger.warning("%d of %d distinct samples are longer than max_seq_len %d and were cut "
+                       "to it (data.truncate_long_samples: true), e.g. %s", len(truncated),
+                       len(keys), config.max_seq_len, ", ".join(truncated[:3]))
     return [tokenized[(slot.source, slot.index)] for slot in order]
+
+
+def sample_name(by_source: dict[str, list[Sample]], key: tuple[str, int]) -> str:
+    source, index = key
+    return f"source {source!r} sample {by_source[source][index].id!r}"
 
 
 def prepare(config: DataConfig, by_source: dict[str, list[Sample]], encode_batch,
@@ -83,26 +107,36 @@ def prepare(config: DataConfig, by_source: dict[str, list[Sample]], encode_batch
     specs = [SourceSpec(s.name, len(by_source[s.name]), s.priority, s.epochs)
              for s in config.sources]
     order = priority_order(specs, config.seed)
-    rows = pack(tokenize_in_order(order, by_source, encode_batch, config.max_seq_len),
-                config.max_seq_len)
+    samples = tokenize_in_order(order, by_source, encode_batch, config)
+    rows = pack(samples, config.max_seq_len, strategy=config.packing,
+                window_rows=config.packing_window_rows)
     info = summary(specs, order)
     steps = [r // rows_per_step for r in rows.sample_rows]
+    truncated = len({(slot.source, slot.index) for slot, sample in zip(order, samples,
+                                                                         strict=True)
+                     if sample.truncated_from})
     info.update({
         "max_seq_len": config.max_seq_len,
         "seed": config.seed,
+        "packing": config.packing,
+        "packing_window_rows": config.packing_window_rows,
         "packed_rows": int(rows.input_ids.shape[0]),
         "rows_per_step": rows_per_step,
         "steps_per_epoch": -(-int(rows.input_ids.shape[0]) // rows_per_step),
         "tokens": rows.real_tokens,
         "loss_tokens": int((rows.labels != IGNORE_INDEX).sum()),
         "packing_efficiency": round(rows.efficiency, 4),
+        "packing_efficiency_bound": round(rows.efficiency_bound, 4),
+        "truncated_samples": truncated,
     })
     for name, row in info["sources"].items():
         print(f"  {name:<24} samples {row['samples']:>9}  priority {row['priority']:>6g}  "
               f"epochs {row['epochs']:>4g}  slots {row['slots']:>9}  share {row['share']:.1%}")
     print(f"priority sampling: {len(order)} sample slots from {len(specs)} sources -> "
-          f"{info['packed_rows']} packed rows of {config.max_seq_len} tokens; "
-          f"packing efficiency {rows.efficiency:.1%} (non-padding tokens)")
+          f"{info['packed_rows']} packed rows of {config.max_seq_len} tokens ({config.packing}); "
+          f"packing efficiency {rows.efficiency:.1%} (non-padding tokens; at best "
+          f"{rows.efficiency_bound:.1%}: {rows.real_tokens} tokens in whole rows)"
+          + (f"; {truncated} sample(s) cut to max_seq_len" if truncated else ""))
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         write_summary(report_dir / "data_summary.json", info)

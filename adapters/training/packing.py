@@ -1,4 +1,4 @@
-"""Tokenisation with labels, and greedy packing into fixed-length rows (upstream's recipe).
+"""Tokenisation with labels, and packing into fixed-length rows.
 
 The text of a conversation is rendered by `huatuogpt2.prompt_format`, the module the server uses,
 so the prompt training sees for round k is byte-identical to what `huatuo serve` builds for the
@@ -10,10 +10,16 @@ Labels (aligned with input_ids; the model shifts them): answer tokens are their 
 token after each answer gets EOS (id 2) as its label, so the model learns to stop there; the
 final answer is followed by an appended EOS token whose label is EOS; every other position
 is -100. No BOS anywhere.
+
+Samples longer than a row: `label_tokens(..., truncate=True)` (upstream, and the default of
+`data.truncate_long_samples`) cuts them to max_seq_len and marks them (`truncated_from`), so the
+caller counts and logs them; `truncate=False` raises `SampleTooLong`. `pack` itself never cuts
+or splits a sample: one longer than a row is refused with an error naming it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +38,16 @@ EncodeWithOffsets = Callable[[str], tuple[list[int], list[tuple[int, int]]]]
 class TokenizedSample:
     input_ids: list[int]
     labels: list[int]
+    # Length before truncation to max_seq_len (0: not truncated).
+    truncated_from: int = 0
+
+
+class SampleTooLong(ValueError):
+    """A sample longer than a packed row, where truncation is not allowed."""
+
+    def __init__(self, length: int, max_seq_len: int, name: str = "a sample") -> None:
+        self.length, self.max_seq_len, self.name = length, max_seq_len, name
+        super().__init__(f"{name} has {length} tokens, more than max_seq_len {max_seq_len}")
 
 
 def conversation_text(rounds: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
@@ -51,16 +67,20 @@ def training_prompt(rounds: Sequence[tuple[str, str]], k: int) -> str:
 
 
 def tokenize_sample(rounds: Sequence[tuple[str, str]], encode: EncodeWithOffsets,
-                    max_seq_len: int, eos_id: int = EOS_TOKEN_ID) -> TokenizedSample:
+                    max_seq_len: int, eos_id: int = EOS_TOKEN_ID,
+                    truncate: bool = True) -> TokenizedSample:
     text, spans = conversation_text(rounds)
     ids, offsets = encode(text)
-    return label_tokens(ids, offsets, spans, max_seq_len, eos_id)
+    return label_tokens(ids, offsets, spans, max_seq_len, eos_id, truncate)
 
 
 def label_tokens(ids: list[int], offsets: Sequence[tuple[int, int]],
                  spans: Sequence[tuple[int, int]], max_seq_len: int,
-                 eos_id: int = EOS_TOKEN_ID) -> TokenizedSample:
-    """Labels from character spans of the answers (see the module docstring); appends EOS."""
+                 eos_id: int = EOS_TOKEN_ID, truncate: bool = True) -> TokenizedSample:
+    """Labels from character spans of the answers (see the module docstring); appends EOS.
+
+    Longer than max_seq_len: cut and marked with `truncated_from` (truncate=True, upstream's
+    behaviour), or `SampleTooLong` (truncate=False)."""
     ids = list(ids)
     labels = [IGNORE_INDEX] * len(ids)
     for span_start, span_end in spans:
@@ -75,8 +95,12 @@ def label_tokens(ids: list[int], offsets: Sequence[tuple[int, int]],
             labels[after_answer] = eos_id
     ids = ids + [eos_id]
     labels = labels + [eos_id]
-    # Upstream truncates over-long samples to the row length.
-    return TokenizedSample(ids[:max_seq_len], labels[:max_seq_len])
+    if len(ids) <= max_seq_len:
+        return TokenizedSample(ids, labels)
+    if not truncate:
+        raise SampleTooLong(len(ids), max_seq_len)
+    # Upstream truncates over-long samples to the row length; the caller counts and logs them.
+    return TokenizedSample(ids[:max_seq_len], labels[:max_seq_len], truncated_from=len(ids))
 
 
 def hf_encoder(tokenizer) -> EncodeWithOffsets:
@@ -104,13 +128,17 @@ def hf_batch_encoder(tokenizer):
     return encode_batch
 
 
+PACKING_STRATEGIES = ("bfd", "greedy")
+DEFAULT_WINDOW_ROWS = 64
+
+
 @dataclass
 class PackedRows:
     """Packed rows as [rows, max_seq_len] int32 arrays (compact for millions of samples)."""
 
     input_ids: np.ndarray
     labels: np.ndarray
-    # For each packed sample (in order): the row it landed in.
+    # For each input sample (in the given order): the row it landed in.
     sample_rows: list[int] = field(default_factory=list)
     real_tokens: int = 0
 
@@ -120,31 +148,115 @@ class PackedRows:
         total = self.input_ids.size
         return self.real_tokens / total if total else 0.0
 
+    @property
+    def efficiency_bound(self) -> float:
+        """The best any packing of these tokens can do: all in the fewest whole rows."""
+        if not self.input_ids.size:
+            return 0.0
+        width = self.input_ids.shape[1]
+        return self.real_tokens / (math.ceil(self.real_tokens / width) * width)
 
-def pack(samples: Sequence[TokenizedSample], max_seq_len: int,
-         pad_id: int = PAD_TOKEN_ID) -> PackedRows:
-    """Greedy packing in the given order (upstream): a sample that does not fit the current row
-    closes it (padded with pad_id, labels -100) and opens the next one. Order is preserved, so the
-    priority-sampling order survives packing."""
-    # Pass 1: where every sample goes (lengths only), so the arrays are allocated once.
-    placements: list[tuple[int, int]] = []  # (row, column)
-    row, used = 0, 0
-    for sample in samples:
-        n = len(sample.input_ids)
+
+def pack(samples: Sequence[TokenizedSample], max_seq_len: int, pad_id: int = PAD_TOKEN_ID,
+         strategy: str = "bfd", window_rows: int = DEFAULT_WINDOW_ROWS,
+         names: Sequence[str] | None = None) -> PackedRows:
+    """Pack samples (given in training order) into rows of max_seq_len tokens, padded with
+    pad_id (labels -100). No sample is ever split, cut or dropped: one longer than a row is
+    refused with `SampleTooLong` naming it (`names[i]`, else its position).
+
+    strategy "bfd" (default): best-fit decreasing within windows of the order. The order is the
+    priority-sampling draw (one `torch.multinomial(weights, N, replacement=False)`, see
+    sampling.py): high-priority data early, SFT data dominating the end. To keep that intent,
+    the order is cut into windows of consecutive samples holding about `window_rows` rows'
+    worth of tokens; within a window, samples are placed longest first, each into the open row
+    of that window it fills most tightly (a new row when none has room). A sample therefore
+    never moves out of its window: it shares a row only with samples drawn near it. Rows are
+    then ordered by the mean draw position of their samples (ties: the earliest sample), and
+    within a row samples keep their draw order. Deterministic: no randomness, ties broken by
+    position. Each window leaves at most about one partly filled row, so larger windows pack
+    tighter but move samples further (a sample moves by at most about one window, i.e.
+    window_rows rows).
+
+    strategy "greedy" (upstream): in order, a sample that does not fit the current row closes
+    it and opens the next one; no sample moves.
+    """
+    if strategy not in PACKING_STRATEGIES:
+        raise ValueError(f"packing strategy {strategy!r}: choose one of "
+                         f"{', '.join(PACKING_STRATEGIES)}")
+    lengths = [len(sample.input_ids) for sample in samples]
+    for i, n in enumerate(lengths):
         if n > max_seq_len:
-            raise ValueError("sample longer than max_seq_len; tokenize_sample truncates")
-        if used and used + n > max_seq_len:
-            row, used = row + 1, 0
-        placements.append((row, used))
+            name = names[i] if names is not None else f"sample {i} of the training order"
+            raise SampleTooLong(n, max_seq_len, name)
+    if strategy == "greedy":
+        row_members = _greedy_rows(lengths, max_seq_len)
+    else:
+        row_members = _windowed_bfd_rows(lengths, max_seq_len, max(1, window_rows))
+    return _fill(samples, row_members, max_seq_len, pad_id)
+
+
+def _greedy_rows(lengths: Sequence[int], max_seq_len: int) -> list[list[int]]:
+    rows: list[list[int]] = []
+    used = 0
+    for i, n in enumerate(lengths):
+        if not rows or used + n > max_seq_len:
+            rows.append([])
+            used = 0
+        rows[-1].append(i)
         used += n
-    rows = row + 1 if samples else 0
-    input_ids = np.full((rows, max_seq_len), pad_id, dtype=np.int32)
-    labels = np.full((rows, max_seq_len), IGNORE_INDEX, dtype=np.int32)
+    return rows
+
+
+def _windowed_bfd_rows(lengths: Sequence[int], max_seq_len: int,
+                       window_rows: int) -> list[list[int]]:
+    import bisect
+
+    window_tokens = window_rows * max_seq_len
+    rows: list[list[int]] = []
+    start = 0
+    while start < len(lengths):
+        # The window: consecutive samples until about window_rows rows' worth of tokens.
+        end, tokens = start, 0
+        while end < len(lengths) and (end == start or tokens + lengths[end] <= window_tokens):
+            tokens += lengths[end]
+            end += 1
+        window_rows_members: list[list[int]] = []
+        # Open rows of this window, as a sorted list of (free space, row number).
+        free: list[tuple[int, int]] = []
+        for i in sorted(range(start, end), key=lambda j: (-lengths[j], j)):
+            n = lengths[i]
+            k = bisect.bisect_left(free, (n, -1))  # the tightest row with room for n
+            if k < len(free):
+                space, r = free.pop(k)
+            else:
+                space, r = max_seq_len, len(window_rows_members)
+                window_rows_members.append([])
+            window_rows_members[r].append(i)
+            bisect.insort(free, (space - n, r))
+        rows.extend(sorted(members) for members in window_rows_members)
+        start = end
+    rows.sort(key=lambda members: (sum(members) / len(members), members[0]))
+    return rows
+
+
+def _fill(samples: Sequence[TokenizedSample], row_members: list[list[int]], max_seq_len: int,
+          pad_id: int) -> PackedRows:
+    input_ids = np.full((len(row_members), max_seq_len), pad_id, dtype=np.int32)
+    labels = np.full((len(row_members), max_seq_len), IGNORE_INDEX, dtype=np.int32)
+    sample_rows = [-1] * len(samples)
     real = 0
-    # Pass 2: copy the tokens in.
-    for sample, (r, c) in zip(samples, placements, strict=True):
-        n = len(sample.input_ids)
-        input_ids[r, c:c + n] = sample.input_ids
-        labels[r, c:c + n] = sample.labels
-        real += n
-    return PackedRows(input_ids, labels, [r for r, _ in placements], real)
+    for r, members in enumerate(row_members):
+        c = 0
+        for i in members:
+            sample = samples[i]
+            n = len(sample.input_ids)
+            input_ids[r, c:c + n] = sample.input_ids
+            labels[r, c:c + n] = sample.labels
+            sample_rows[i] = r
+            c += n
+        if c > max_seq_len:  # pragma: no cover - the packers never overfill
+            raise AssertionError(f"row {r} overfilled: {c} > {max_seq_len}")
+        real += c
+    if -1 in sample_rows:  # pragma: no cover - every sample is placed exactly once
+        raise AssertionError("a sample was not packed")
+    return PackedRows(input_ids, labels, sample_rows, real)

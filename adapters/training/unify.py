@@ -6,6 +6,12 @@ plus the first 600 characters. Upstream's filters: a question over 180 character
 that mentions `参考` ("reference"), is rejected and asked again (2 tries each); a passage still
 failing is recorded as dropped.
 
+Failures that are not the passage's fault are not recorded as dropped, so a rerun tries the
+passage again: requests still failing after the retries, and a prompt longer than the server's
+context (HTTP 400 `context_length_exceeded`: the server's --max-model-len is too small, counted
+in `UnifyStats.context_exceeded`). A rejected API key or an unknown model (HTTP 401/403/404)
+stops the whole run (`UnifyStats.fatal`): every other request would fail the same way.
+
 Resumable: results are appended to a JSONL file (HuatuoGPT2 `conversations` schema, readable by
 `huatuo train`) and flushed line by line; dropped passages go to `<output>.dropped.jsonl`. A rerun
 skips every id found in either file, and repairs a last line cut by a crash.
@@ -17,6 +23,7 @@ import asyncio
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,10 +80,40 @@ class UnifyStats:
     dropped: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # Passages of the input found in the output after the run (earlier runs included).
+    kept: int = 0
+    drop_reasons: Counter = field(default_factory=Counter)
+    fail_reasons: Counter = field(default_factory=Counter)
+    # Requests refused with HTTP 400 context_length_exceeded (counted in failed too).
+    context_exceeded: int = 0
+    context_message: str = ""
+    # Set when the run stopped early: the endpoint refused the key or the model.
+    fatal: str = ""
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.kept / self.total if self.total else 1.0
 
 
 class Dropped(Exception):
     """The passage cannot be unified (filters, or a request the server refuses): recorded."""
+
+
+class ContextLengthExceeded(Exception):
+    """The prompt does not fit the server's context: not recorded, a rerun tries again."""
+
+
+class EndpointRefused(Exception):
+    """The endpoint refuses the API key or the model (401/403/404): the run stops."""
+
+
+def is_context_length_error(exc: Exception) -> bool:
+    import openai
+
+    if not isinstance(exc, openai.BadRequestError):
+        return False
+    text = f"{getattr(exc, 'code', '')} {exc.message}".lower()
+    return "context_length_exceeded" in text or "context length" in text
 
 
 # --- resumable JSONL ---------------------------------------------------------------------------
@@ -217,6 +254,10 @@ async def unify_passage(passage: Passage, complete, options: UnifyOptions) -> di
     except openai.APIStatusError as exc:
         if _retryable(exc):
             raise
+        if is_context_length_error(exc):
+            raise ContextLengthExceeded(exc.message) from exc
+        if exc.status_code in (401, 403, 404):
+            raise EndpointRefused(f"HTTP {exc.status_code}: {exc.message}") from exc
         raise Dropped(f"HTTP {exc.status_code}: {exc.message}") from exc
     return {"id": passage.id, "source": options.source, "conversations": [
         {"from": "human", "value": question}, {"from": "gpt", "value": answer}]}
@@ -248,6 +289,8 @@ async def unify(passages: Sequence[Passage], output: Path, complete, options: Un
                 passage = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
+            if stats.fatal:
+                return
             try:
                 record = await unify_passage(passage, complete, options)
                 out.write(record)
@@ -255,8 +298,19 @@ async def unify(passages: Sequence[Passage], output: Path, complete, options: Un
             except Dropped as exc:
                 drop.write({"id": passage.id, "reason": str(exc)})
                 stats.dropped += 1
+                stats.drop_reasons[_reason(str(exc))] += 1
+            except ContextLengthExceeded as exc:
+                stats.failed += 1
+                stats.context_exceeded += 1
+                stats.context_message = stats.context_message or str(exc)
+                stats.fail_reasons["prompt longer than the server's context (HTTP 400 "
+                                   "context_length_exceeded)"] += 1
+            except EndpointRefused as exc:
+                stats.fatal = stats.fatal or str(exc)
+                return
             except Exception as exc:  # retries exhausted: not recorded, a rerun tries again
                 stats.failed += 1
+                stats.fail_reasons[_reason(f"{type(exc).__name__}: {exc}")] += 1
                 if len(stats.errors) < 5:
                     stats.errors.append(f"{passage.id}: {type(exc).__name__}: {exc}")
             bar.update(1)
@@ -268,4 +322,12 @@ async def unify(passages: Sequence[Passage], output: Path, complete, options: Un
         bar.close()
         out.close()
         drop.close()
+    ids = {p.id for p in passages}
+    stats.kept = len(repair_jsonl(output) & ids)
     return stats
+
+
+def _reason(text: str, limit: int = 100) -> str:
+    """A drop or failure reason short enough to count alike ones together."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

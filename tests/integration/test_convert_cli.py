@@ -40,9 +40,10 @@ def test_convert_command(yi_src: Path, tmp_path: Path) -> None:
     assert f"huatuo serve --model {dst}" in result.stdout
     manifest = json.loads((dst / "conversion.json").read_text())
     assert manifest["output"]["dtype"] == "bfloat16" and len(manifest["output"]["files"]) > 1
-    # A second run refuses to overwrite, with exit status 1 and the reason.
+    # A second run refuses to overwrite: bad usage (exit status 2), one line with the fix.
     again = huatuo("convert", str(yi_src), str(dst))
-    assert again.returncode == 1 and "pass --force" in again.stderr
+    assert again.returncode == 2 and "pass --force" in again.stderr
+    assert len(again.stderr.splitlines()) == 1 and "Traceback" not in again.stderr
 
 
 def test_convert_command_errors(tmp_path: Path) -> None:
@@ -55,7 +56,8 @@ def test_convert_command_errors(tmp_path: Path) -> None:
     bad_size = huatuo("convert", str(src), str(tmp_path / "out"), "--shard-size", "lots")
     assert bad_size.returncode == 2 and "--shard-size" in bad_size.stderr
     missing = huatuo("convert", str(tmp_path / "nowhere"), str(tmp_path / "out"))
-    assert missing.returncode == 1 and "nowhere: not a directory" in missing.stderr
+    assert missing.returncode == 2 and "nowhere: no such directory" in missing.stderr
+    assert missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
 
 
 def test_convert_help_lists_the_flags() -> None:

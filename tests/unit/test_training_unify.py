@@ -134,3 +134,88 @@ def test_gives_up_after_max_retries_and_never_retries_4xx() -> None:
     with pytest.raises(openai.APIStatusError):
         asyncio.run(call_with_retries(bad_request, options(max_retries=5), nosleep))
     assert calls["n"] == 1
+
+
+def _bad_request(message: str, body: dict | None = None) -> openai.BadRequestError:
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    return openai.BadRequestError(message, response=httpx.Response(400, request=request),
+                                  body=body)
+
+
+class RefusingLLM(FakeLLM):
+    """Answers of the listed passages raise the given error."""
+
+    def __init__(self, error_for: dict[str, Exception]) -> None:
+        super().__init__()
+        self.error_for = error_for
+
+    async def __call__(self, prompt: str, max_tokens: int | None) -> str:
+        pid = prompt.split("PASSAGE ")[1][:2]
+        if "<reply>" in prompt and pid in self.error_for:
+            raise self.error_for[pid]
+        return await super().__call__(prompt, max_tokens)
+
+
+def test_context_length_errors_are_counted_not_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "u.jsonl"
+    vllm = _bad_request("This model's maximum context length is 512 tokens. However, you "
+                        "requested 731 tokens.")
+    openai_style = _bad_request("too long", body={"code": "context_length_exceeded"})
+    other = _bad_request("Invalid 'temperature'")
+    llm = RefusingLLM({"p0": vllm, "p1": openai_style, "p2": other})
+    stats = asyncio.run(unify(PASSAGES, out, llm, options(), progress=False))
+    assert (stats.written, stats.dropped, stats.failed) == (3, 1, 2)
+    assert stats.context_exceeded == 2
+    assert stats.context_message in ("too long", vllm.message)
+    assert stats.fail_reasons == {
+        "prompt longer than the server's context (HTTP 400 context_length_exceeded)": 2}
+    # Only the passage's own problem is recorded as dropped; a rerun retries p0 and p1.
+    assert [r["id"] for r in read_jsonl(dropped_path(out))] == ["p2"]
+    assert stats.drop_reasons == {"HTTP 400: Invalid 'temperature'": 1}
+    assert (stats.kept, stats.total) == (3, 6) and stats.kept_fraction == 0.5
+    rerun = asyncio.run(unify(PASSAGES, out, FakeLLM(), options(), progress=False))
+    assert rerun.written == 2 and rerun.kept == 5
+
+
+def test_rejected_key_stops_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "u.jsonl"
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    refused = openai.AuthenticationError("Incorrect API key", body=None,
+                                         response=httpx.Response(401, request=request))
+    llm = RefusingLLM({f"p{i}": refused for i in range(6)})
+    stats = asyncio.run(unify(PASSAGES, out, llm, options(), progress=False))
+    assert stats.fatal.startswith("HTTP 401")
+    assert stats.written == stats.dropped == 0
+    assert not read_jsonl(dropped_path(out))  # nothing recorded: a rerun with a key redoes all
+    # The workers stop: at most one answer request per worker after the refusal.
+    answers = [p for p in llm.prompts if "<reply>" in p]
+    assert len(answers) <= 3
+
+
+def test_summary_and_verdict(capsys) -> None:
+    import argparse
+    from collections import Counter
+
+    from adapters.training.unify import UnifyStats
+    from adapters.training.unify_cli import print_summary, verdict
+
+    args = argparse.Namespace(output=Path("u.jsonl"), min_kept_fraction=0.5, max_retries=5,
+                              base_url="http://h/v1")
+    stats = UnifyStats(total=48, dropped=37, failed=11, kept=0, context_exceeded=11,
+                       context_message="maximum context length is 512 tokens",
+                       drop_reasons=Counter({"no question within 180 characters": 37}),
+                       fail_reasons=Counter({"prompt longer than the server's context": 11}))
+    print_summary(stats, args)
+    text = capsys.readouterr().out
+    assert "48 passages; 0 (0%) are in u.jsonl" in text
+    assert "    37  no question within 180 characters" in text
+    assert "    11  prompt longer than the server's context" in text
+    code, message = verdict(stats, args)
+    assert code == 1 and "--max-model-len" in message and "\n" not in message
+    stats.context_exceeded = stats.failed = 0
+    code, message = verdict(stats, args)
+    assert code == 1 and "only 0 of 48 passages (0%) were kept" in message
+    stats.kept = 24
+    assert verdict(stats, args) == (0, "")
+    stats.fatal = "HTTP 401: Incorrect API key"
+    assert verdict(stats, args)[0] == 2
