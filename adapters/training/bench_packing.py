@@ -20,7 +20,7 @@ from adapters.training.config import load_config
 from adapters.training.dataset import read_sources, tokenize_in_order
 from adapters.training.packing import DEFAULT_WINDOW_ROWS, hf_batch_encoder, pack
 from adapters.training.sampling import SourceSpec, priority_order
-from server.checkpoint_metadata import PAD_TOKEN_ID
+from huatuogpt2.checkpoint_metadata import PAD_TOKEN_ID
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "tiny-cpu.yaml"
 

@@ -1,7 +1,7 @@
 """Every subcommand follows one exit-status convention and reports user errors in one line.
 
 0 ok, 1 failed work, 2 bad usage; stderr holds one `huatuo <cmd>: error: ...` line with the
-fix, never a traceback. Each case runs `python -m server.cli <cmd> ...` as a subprocess. `huatuo
+fix, never a traceback. Each case runs `python -m huatuo <cmd> ...` as a subprocess. `huatuo
 unify` talks to an unreachable port and to a fake OpenAI endpoint (FastAPI in a thread) instead
 of a real server.
 """
@@ -32,7 +32,7 @@ def huatuo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items()
                    if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HUATUO_BENCH_API_KEY")}
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "huatuo", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env=environment)
 
 
