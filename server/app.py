@@ -23,12 +23,17 @@ from server.engine import ModelInfo
 from server.errors import APIError, error_response, to_api_error
 from server.lifecycle import Lifecycle
 from server.metrics import GatewayMetrics, watch_event_loop_lag
-from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from server.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    TelemetryMiddleware,
+)
 from server.routes import Gateway, api_router
 from server.serving_chat import TRIMMED_HEADER, ChatService
 from server.serving_completions import CompletionService
 from server.settings import ServeSettings
-from server.telemetry import Telemetry
+from server.telemetry import Telemetry, record_of
 
 logger = logging.getLogger(__name__)
 ENGINE_WATCH_INTERVAL = 0.5
@@ -76,11 +81,14 @@ def build_app(
     app.include_router(api_router(gateway))
 
     async def openai_error(request: Request, exc: Exception) -> Response:
-        return error_response(to_api_error(exc, request.scope.get("state", {}).get("request_id")))
+        error = to_api_error(exc, request.scope.get("state", {}).get("request_id"))
+        if (record := record_of(request.scope)) is not None:
+            record.error_code = error.code
+        return error_response(error)
 
     app.add_exception_handler(RequestValidationError, openai_error)
     app.add_exception_handler(StarletteHTTPException, openai_error)
-    # Outermost last: request id, then auth, then body limit, then CORS.
+    # Outermost last: telemetry, request id, auth, body limit, CORS.
     if settings.allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins,
                            allow_methods=["GET", "POST", "OPTIONS"],
@@ -90,6 +98,7 @@ def build_app(
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
                        public_metrics=settings.public_metrics)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(TelemetryMiddleware, telemetry=gateway.telemetry)
     return app
 
 

@@ -1,9 +1,13 @@
-"""ASGI middleware: request ids, API keys, body-size limit. Pure ASGI, so streams pass through."""
+"""ASGI middleware: telemetry of every API request, request ids, API keys, body-size limit.
+
+Pure ASGI, so streams pass through untouched.
+"""
 
 from __future__ import annotations
 
 import hmac
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -11,6 +15,7 @@ from http import HTTPStatus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import APIError
+from server.telemetry import RequestRecord, Telemetry, record_of
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -18,7 +23,11 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _OPEN_PATHS = frozenset({"/health"})
 
 
-async def _send_error(send: Send, error: APIError, extra_headers: Iterable = ()) -> None:
+async def _send_error(scope: Scope, send: Send, error: APIError,
+                      extra_headers: Iterable = ()) -> None:
+    record = record_of(scope)
+    if record is not None:
+        record.error_code = error.code
     body = error.json()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
@@ -34,6 +43,39 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def is_api_path(path: str) -> bool:
+    """The requests telemetry counts: the API, not health checks, metrics or documentation."""
+    return path.startswith("/v1/")
+
+
+class TelemetryMiddleware:
+    """Every API request is recorded once, whatever answers it: a route, validation, a refused
+    key, a body over the limit. Routes fill in what they know (model, tokens, error code)."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_api_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        record = RequestRecord(request_id="", endpoint=scope["path"], model="unknown")
+        scope.setdefault("state", {})["record"] = record
+
+        async def send_observed(message: Message) -> None:
+            if message["type"] == "http.response.start" and not record.client_disconnected:
+                record.status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            record.request_id = scope["state"].get("request_id", "")
+            record.duration = time.perf_counter() - record.started
+            self.telemetry.finish(record)
+
+
 class RequestIdMiddleware:
     """Accept a valid X-Request-Id or make one; echo it on every response."""
 
@@ -46,7 +88,7 @@ class RequestIdMiddleware:
             return
         given = _header(scope, REQUEST_ID_HEADER.encode())
         if given is not None and not _VALID_REQUEST_ID.match(given):
-            await _send_error(send, APIError(
+            await _send_error(scope, send, APIError(
                 HTTPStatus.BAD_REQUEST,
                 "X-Request-Id must be 1-128 characters of letters, digits, '.', '_', ':', '-'.",
                 param="X-Request-Id", code="invalid_request_id"))
@@ -89,7 +131,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)  # CORS preflight carries no credentials
             return
         if not self._authorized(scope):
-            await _send_error(send, APIError(
+            await _send_error(scope, send, APIError(
                 HTTPStatus.UNAUTHORIZED,
                 "Missing or invalid API key. Send 'Authorization: Bearer <key>'.",
                 code="invalid_api_key"), [(b"www-authenticate", b"Bearer")])
@@ -115,7 +157,7 @@ class BodyLimitMiddleware:
             return
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _send_error(send, self._error())
+            await _send_error(scope, send, self._error())
             return
         received = 0
 
@@ -131,7 +173,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _send_error(send, self._error())
+            await _send_error(scope, send, self._error())
 
 
 class _BodyTooLarge(Exception):

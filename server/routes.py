@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from server.serving_common import RequestContext, ServingResult
 from server.serving_completions import CompletionService
 from server.settings import ServeSettings
 from server.sse import SSEResponse, framed_stream
-from server.telemetry import CLIENT_CLOSED, RequestRecord, Telemetry
+from server.telemetry import CLIENT_CLOSED, RequestRecord, Telemetry, record_of
 
 Body = TypeVar("Body", ChatCompletionRequest, CompletionRequest)
 
@@ -68,8 +67,9 @@ def api_router(gw: Gateway) -> APIRouter:
                                    gw.completions.create)
 
     @router.get("/v1/models", tags=["OpenAI"])
-    async def models() -> dict:
+    async def models(request: Request) -> dict:
         model = gw.model
+        record_of(request.scope).model = model.name
         return {"object": "list", "data": [{
             "id": model.name, "object": "model", "created": model.created,
             "owned_by": "huatuo-serve", "root": model.name,
@@ -101,14 +101,16 @@ async def serve_request(
     gw: Gateway, request: Request, endpoint: str, id_prefix: str, body: Body,
     create: Callable[[Body, RequestContext], Awaitable[ServingResult]],
 ) -> Response:
-    """Admit, run `create` while watching for a disconnect, answer JSON or SSE, record."""
+    """Admit, run `create` while watching for a disconnect, answer JSON or SSE.
+
+    The request's record comes from the telemetry middleware, which hands it to telemetry when
+    the response is over; here it learns what only the route knows."""
     request_id = request.scope["state"]["request_id"]
-    record = RequestRecord(request_id=request_id, endpoint=endpoint,
-                           completion_id=f"{id_prefix}-{uuid.uuid4().hex}",
-                           # Only the served name becomes a label value: clients' typos must
-                           # not grow the metrics.
-                           model=body.model if body.model == gw.model.name else "unknown",
-                           stream=bool(body.stream))
+    record = record_of(request.scope)
+    record.completion_id = f"{id_prefix}-{uuid.uuid4().hex}"
+    # Only the served name becomes a label value: clients' typos must not grow the metrics.
+    record.model = body.model if body.model == gw.model.name else "unknown"
+    record.stream = bool(body.stream)
     ctx = RequestContext(request_id=request_id, engine_request_id=record.completion_id,
                          record=record)
     handed_to_stream = False  # then the stream records the request when it ends
@@ -137,7 +139,7 @@ async def serve_request(
         return error_response(error)
     finally:
         if not handed_to_stream:
-            _finish(gw, record)
+            gw.lifecycle.release(record.completion_id)
 
 
 async def _unless_disconnected(work: Awaitable[ServingResult], request: Request,
@@ -161,15 +163,9 @@ async def _unless_disconnected(work: Awaitable[ServingResult], request: Request,
         raise
 
 
-def _finish(gw: Gateway, record: RequestRecord) -> None:
-    record.duration = time.perf_counter() - record.started
-    gw.lifecycle.release(record.completion_id)
-    gw.telemetry.finish(record)
-
-
 async def _finishing(events: AsyncIterator[bytes], gw: Gateway, record: RequestRecord
                      ) -> AsyncIterator[bytes]:
-    """Pass a stream through; release and record the request when it ends in any way.
+    """Pass a stream through; release the admission slot when it ends in any way.
 
     `aclosing` closes the whole chain down to the engine's generator at once when the client
     goes away, which aborts the engine request."""
@@ -178,7 +174,7 @@ async def _finishing(events: AsyncIterator[bytes], gw: Gateway, record: RequestR
             async for event in events:
                 yield event
     finally:
-        _finish(gw, record)
+        gw.lifecycle.release(record.completion_id)
 
 
 async def _wait_disconnect(request: Request) -> None:

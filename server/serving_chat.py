@@ -112,7 +112,7 @@ class ChatService(EngineService):
         completion_tokens = 0
         for completion in final.outputs:
             completion_tokens += len(completion.token_ids)
-            ctx.record.mark_tokens(len(completion.token_ids))
+            ctx.record.tokens_finished(len(completion.token_ids), final.metrics)
             finish = FINISH_REASONS.get(completion.finish_reason or "", "stop")
             ctx.record.finish_reasons.append(finish)
             choices.append({
@@ -142,7 +142,8 @@ class ChatService(EngineService):
                 async for output in outputs:
                     for completion in output.outputs:
                         completion_tokens += len(completion.token_ids)
-                        ctx.record.mark_tokens(len(completion.token_ids))
+                        ctx.record.tokens_streamed(completion.index,
+                                                   len(completion.token_ids))
                         finish = None
                         if completion.finish_reason is not None:
                             finish = FINISH_REASONS.get(completion.finish_reason, "stop")

@@ -121,7 +121,8 @@ class CompletionService(EngineService):
         for prompt_index in sorted(finals):
             for completion in finals[prompt_index].outputs:
                 completion_tokens += len(completion.token_ids)
-                ctx.record.mark_tokens(len(completion.token_ids))
+                ctx.record.tokens_finished(len(completion.token_ids),
+                                           finals[prompt_index].metrics)
                 finish = FINISH_REASONS.get(completion.finish_reason or "", "stop")
                 ctx.record.finish_reasons.append(finish)
                 offset = len(texts[prompt_index] or "") if request.echo else 0
@@ -148,8 +149,8 @@ class CompletionService(EngineService):
         async for prompt_index, output in merged:
             for completion in output.outputs:
                 completion_tokens += len(completion.token_ids)
-                ctx.record.mark_tokens(len(completion.token_ids))
                 index = prompt_index * request.n + completion.index
+                ctx.record.tokens_streamed(index, len(completion.token_ids))
                 text = completion.text
                 if request.echo and index not in echoed:
                     echoed.add(index)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from server.errors import APIError
+
+if TYPE_CHECKING:
+    from vllm.v1.metrics.stats import RequestStateStats
 
 CLIENT_CLOSED = 499  # nginx's "client closed request", for logs and metrics
 
@@ -29,9 +33,11 @@ class RequestRecord:
     completion_tokens: int = 0
     # Seconds from arrival to the first generated token, when one was generated.
     ttft: float | None = None
-    # Gaps between successive token batches (seconds), for inter-token latency.
+    # Gaps between successive tokens of a choice (seconds), for inter-token latency.
     token_gaps: list[float] = field(default_factory=list)
-    last_token_at: float | None = None
+    _last_token_at: dict[int, float] = field(default_factory=dict)
+    # Wall-clock arrival, to compare with the engine's own (wall-clock) timestamps.
+    started_wall: float = field(default_factory=time.time)
     duration: float | None = None
     trimmed_turns: int = 0
     client_disconnected: bool = False
@@ -50,17 +56,35 @@ class RequestRecord:
         """A stream that had started (HTTP 200) ended with this error event."""
         self.stream_error = error.code or error.type
 
-    def mark_tokens(self, count: int) -> None:
-        """Called when `count` new tokens arrive from the engine."""
+    def tokens_streamed(self, choice: int, count: int) -> None:
+        """`count` new tokens of choice `choice` arrived from the engine, as they are sent.
+
+        TTFT is the first token of any choice; inter-token gaps are measured per choice (the
+        choices of n>1 interleave, and their gaps to each other mean nothing)."""
         now = time.perf_counter()
+        self.completion_tokens += count
+        if count <= 0:
+            return
         if self.ttft is None:
             self.ttft = now - self.started
-        elif self.last_token_at is not None and count > 0:
+        last = self._last_token_at.get(choice)
+        if last is not None:
             # Spread a batch's gap over its tokens: the time per token seen by the client.
-            gap = (now - self.last_token_at) / count
-            self.token_gaps.extend([gap] * count)
-        self.last_token_at = now
+            self.token_gaps.extend([(now - last) / count] * count)
+        self._last_token_at[choice] = now
+
+    def tokens_finished(self, count: int, engine_stats: RequestStateStats | None) -> None:
+        """A non-streamed choice's `count` tokens, all at once. Its TTFT is the engine's own
+        (time to its first token, from its stats), counted from this request's arrival."""
         self.completion_tokens += count
+        if self.ttft is None and engine_stats is not None and engine_stats.first_token_latency:
+            queued_before_engine = engine_stats.arrival_time - self.started_wall
+            self.ttft = max(0.0, queued_before_engine) + engine_stats.first_token_latency
+
+
+def record_of(scope: dict) -> RequestRecord | None:
+    """The record of an API request, made by the telemetry middleware (None elsewhere)."""
+    return scope.get("state", {}).get("record")
 
 
 class Telemetry:

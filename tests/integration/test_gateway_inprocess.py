@@ -15,6 +15,7 @@ import pytest
 from loadtests.sse import sse_data_from_text
 from server.app import build_app
 from server.settings import ServeSettings
+from server.telemetry import RequestRecord, Telemetry
 from tests.support.fake_engine import FakeEngine, fake_model
 
 
@@ -209,3 +210,48 @@ def test_malformed_bodies_are_400_not_500(payload: bytes) -> None:
     response = run(go())
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+class Recorded(Telemetry):
+    """Keeps every finished record, as the metrics and the access log receive them."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def finish(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+
+def test_every_api_request_is_recorded_once_with_its_error_code() -> None:
+    """Validation 400s, refused keys, bodies over the limit, /v1/models and unknown models are
+    all counted and logged, each with the code its client got."""
+    telemetry = Recorded()
+    app = build_app(ServeSettings(api_key=["k"], max_body_bytes=2000), FakeEngine(),
+                    fake_model(), telemetry=telemetry)
+    key = {"Authorization": "Bearer k"}
+
+    async def go():
+        async with client_for(app) as client:
+            await client.get("/v1/models", headers=key)
+            await client.post("/v1/chat/completions", json=body(temperature=5), headers=key)
+            await client.post("/v1/chat/completions", content=b"{", headers=key)
+            await client.post("/v1/chat/completions", json=body())
+            await client.post("/v1/chat/completions", json=body(x="y" * 5000), headers=key)
+            await client.post("/v1/chat/completions", json={**body(), "model": "gpt-4"},
+                              headers=key)
+            await client.post("/v1/chat/completions", json=body(), headers=key)
+            await client.get("/health")
+            await client.get("/metrics", headers=key)
+
+    run(go())
+    seen = [(r.endpoint, r.status, r.error_code, r.model) for r in telemetry.records]
+    assert seen == [
+        ("/v1/models", 200, None, "fake"),
+        ("/v1/chat/completions", 400, "invalid_value", "unknown"),
+        ("/v1/chat/completions", 400, "invalid_value", "unknown"),
+        ("/v1/chat/completions", 401, "invalid_api_key", "unknown"),
+        ("/v1/chat/completions", 413, "request_too_large", "unknown"),
+        ("/v1/chat/completions", 404, "model_not_found", "unknown"),
+        ("/v1/chat/completions", 200, None, "fake"),
+    ]
+    assert all(r.request_id and r.duration is not None for r in telemetry.records)

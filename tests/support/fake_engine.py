@@ -57,7 +57,7 @@ class FakeEngine:
     def _output(text: str, ids: list[int], finish: str | None, finished: bool):
         completion = SimpleNamespace(index=0, text=text, token_ids=ids, logprobs=None,
                                      finish_reason=finish)
-        return SimpleNamespace(outputs=[completion], finished=finished)
+        return SimpleNamespace(outputs=[completion], finished=finished, metrics=None)
 
     async def abort(self, request_ids) -> None:
         for request_id in [request_ids] if isinstance(request_ids, str) else request_ids:

@@ -202,3 +202,32 @@ def test_ttft_buckets_suit_llm_latencies() -> None:
     assert list(TTFT_BUCKETS) == sorted(TTFT_BUCKETS)
     assert TTFT_BUCKETS[0] <= 0.01 and TTFT_BUCKETS[-1] >= 60
     assert CONTENT_TYPE.startswith("text/plain")
+
+
+def test_inter_token_gaps_are_per_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """n=2 streams interleave their choices: a gap is between two tokens of ONE choice."""
+    clock = iter([10.1, 10.101, 10.3, 10.301])
+    monkeypatch.setattr("server.telemetry.time.perf_counter", lambda: next(clock))
+    rec = RequestRecord(request_id="r", endpoint=CHAT, started=10.0)
+    rec.tokens_streamed(0, 1)  # 10.1: first token
+    rec.tokens_streamed(1, 1)  # 10.101
+    rec.tokens_streamed(0, 1)  # 10.3: 0.2 after choice 0's first
+    rec.tokens_streamed(1, 1)  # 10.301: 0.2 after choice 1's first
+    assert rec.ttft == pytest.approx(0.1)
+    assert rec.token_gaps == pytest.approx([0.2, 0.2])
+    assert rec.completion_tokens == 4
+
+
+def test_non_streamed_ttft_is_the_engines_first_token_not_the_whole_answer() -> None:
+    from vllm.v1.metrics.stats import RequestStateStats
+
+    rec = RequestRecord(request_id="r", endpoint=CHAT)
+    stats = RequestStateStats(arrival_time=rec.started_wall + 0.05, first_token_latency=0.3)
+    rec.tokens_finished(200, stats)
+    rec.tokens_finished(180, stats)  # a second choice: same first token time
+    assert rec.ttft == pytest.approx(0.35)
+    assert rec.token_gaps == []  # no inter-token latency is observable without a stream
+    assert rec.completion_tokens == 380
+    unknown = RequestRecord(request_id="r", endpoint=CHAT)
+    unknown.tokens_finished(10, None)
+    assert unknown.ttft is None
