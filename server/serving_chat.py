@@ -21,6 +21,7 @@ from server.serving_common import (
     check_model,
     usage,
 )
+from server.sse import start_when_answered
 
 TRIMMED_HEADER = "X-Huatuo-Trimmed-Turns"
 
@@ -90,8 +91,10 @@ class ChatService(EngineService):
             idle_timeout=self.settings.stream_idle_timeout,
         )
         if request.stream:
-            return ServingResult(stream=self._stream(request, outputs, ctx, prompt_tokens, top),
-                                 headers=headers)
+            stream = self._stream(request, outputs, ctx, prompt_tokens, top)
+            return ServingResult(
+                stream=await start_when_answered(stream, self.settings.sse_ping_interval),
+                headers=headers)
         return ServingResult(
             body=await self._complete(request, outputs, ctx, prompt_tokens, top),
             headers=headers)
@@ -133,13 +136,18 @@ class ChatService(EngineService):
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         texts: list[list[str]] = [[] for _ in range(request.n)]
         completion_tokens = 0
+        started = False
         try:
-            for index in range(request.n):
-                yield {**base, "choices": [{
-                    "index": index, "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None, "finish_reason": None}]}
             async with contextlib.aclosing(outputs):
                 async for output in outputs:
+                    if not started:
+                        # Only once the engine has answered: until then the request may still
+                        # fail with an HTTP status (server.sse.start_when_answered).
+                        started = True
+                        for index in range(request.n):
+                            yield {**base, "choices": [{
+                                "index": index, "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None, "finish_reason": None}]}
                     for completion in output.outputs:
                         completion_tokens += len(completion.token_ids)
                         ctx.record.tokens_streamed(completion.index,

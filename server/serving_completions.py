@@ -25,6 +25,7 @@ from server.serving_common import (
     check_model,
     usage,
 )
+from server.sse import start_when_answered
 
 MAX_BATCH = 64
 
@@ -103,7 +104,9 @@ class CompletionService(EngineService):
         merged = merge_async_iterators(*streams)
         texts = [text for text, _ in prompts]
         if request.stream:
-            return ServingResult(stream=self._stream(request, merged, ctx, texts, prompt_tokens))
+            stream = self._stream(request, merged, ctx, texts, prompt_tokens)
+            return ServingResult(
+                stream=await start_when_answered(stream, self.settings.sse_ping_interval))
         return ServingResult(body=await self._complete(request, merged, ctx, texts,
                                                        prompt_tokens))
 

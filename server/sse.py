@@ -9,6 +9,7 @@ client that goes away even while nothing is being written.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +43,46 @@ async def framed_stream(
         on_error(error)
         yield error_event(error)
     yield DONE_EVENT
+
+
+async def start_when_answered(payloads: AsyncIterator[dict], wait: float
+                              ) -> AsyncIterator[dict]:
+    """Wait up to `wait` seconds (0: as long as it takes) for the first payload, so that what
+    fails before the engine answers (a queue timeout, an engine error) is answered with its
+    HTTP status, as for a request that does not stream. A stream still queued after `wait`
+    starts anyway: its keep-alive pings then stop proxies from cutting it, and a failure
+    arrives as an error event."""
+    first = asyncio.ensure_future(anext(payloads))
+    try:
+        await asyncio.wait({first}, timeout=wait or None)
+    except BaseException:  # the client went away: end the request in the engine too
+        first.cancel()
+        await payloads.aclose()
+        raise
+    if first.done() and first.exception() is not None:
+        await payloads.aclose()
+        exc = first.exception()
+        if isinstance(exc, StopAsyncIteration):
+            return _empty()
+        raise exc
+    return _after(first, payloads)
+
+
+async def _empty() -> AsyncIterator[dict]:
+    return
+    yield
+
+
+async def _after(first: asyncio.Future, payloads: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    try:
+        yield await first
+        async for payload in payloads:
+            yield payload
+    except StopAsyncIteration:
+        return
+    finally:
+        first.cancel()
+        await payloads.aclose()
 
 
 class SSEResponse(EventSourceResponse):

@@ -255,3 +255,49 @@ def test_every_api_request_is_recorded_once_with_its_error_code() -> None:
         ("/v1/chat/completions", 200, None, "fake"),
     ]
     assert all(r.request_id and r.duration is not None for r in telemetry.records)
+
+
+def test_a_stream_that_times_out_in_the_queue_gets_503_before_any_byte() -> None:
+    """Until the engine answers, a stream can still fail with an HTTP status, like any
+    request: the queue timeout comes before the first ping is due."""
+    async def go():
+        app = make_app(FakeEngine(first_delay=2.0), queue_timeout=0.3, sse_ping_interval=15)
+        async with client_for(app) as client:
+            return await client.post("/v1/chat/completions", json=body(stream=True))
+
+    response = run(go())
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "queue_timeout"
+    assert response.headers["retry-after"] == "1"
+
+
+def test_a_queued_stream_gets_pings_then_a_queue_timeout_event() -> None:
+    """Queued longer than the ping interval: the stream starts, `: ping` comments keep proxies
+    from cutting it, and the queue timeout arrives as an error event followed by [DONE]."""
+    async def go():
+        app = make_app(FakeEngine(first_delay=5.0), queue_timeout=1.5, sse_ping_interval=0.3)
+        async with client_for(app) as client:
+            return await client.post("/v1/chat/completions", json=body(stream=True))
+
+    response = run(go())
+    assert response.status_code == 200
+    pings = [line for line in response.text.splitlines() if line.startswith(": ping")]
+    assert len(pings) >= 2
+    events = sse_data_from_text(response.text)
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "queue_timeout"
+    assert len(events) == 2  # nothing else: the engine never answered
+
+
+def test_a_streamed_answer_starts_with_the_role_chunk_once_the_engine_answers() -> None:
+    async def go():
+        app = make_app(FakeEngine(first_delay=0.5), sse_ping_interval=0.1)
+        async with client_for(app) as client:
+            return await client.post("/v1/chat/completions", json=body(max_tokens=3,
+                                                                       stream=True))
+
+    events = sse_data_from_text(run(go()).text)
+    deltas = [json.loads(e)["choices"][0]["delta"] for e in events[:-1]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert "".join(d.get("content", "") for d in deltas) == "abc"
+    assert events[-1] == "[DONE]"
