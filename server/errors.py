@@ -119,7 +119,7 @@ def _engine_error(cause: BaseException, request_id: str | None) -> APIError:
     if isinstance(cause, (VLLMClientError, APIError)):
         return to_api_error(cause, request_id)
     if isinstance(cause, GracefulHTTPError):
-        return APIError(getattr(cause, "status_code", HTTPStatus.SERVICE_UNAVAILABLE),
+        return APIError(getattr(cause, "http_status", HTTPStatus.SERVICE_UNAVAILABLE),
                         str(cause), code="engine_overloaded", headers={"Retry-After": "1"})
     if isinstance(cause, EngineDeadError):
         return APIError(HTTPStatus.SERVICE_UNAVAILABLE,

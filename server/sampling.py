@@ -11,6 +11,10 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 
 # Request fields that take the model's generation_config.json value when left out.
 _DEFAULTED = ("temperature", "top_p", "top_k", "repetition_penalty")
+# vLLM's own sampling extensions, passed through as the request gives them.
+_PASSED_THROUGH = ("ignore_eos", "min_tokens", "stop_token_ids", "include_stop_str_in_output",
+                   "skip_special_tokens", "spaces_between_special_tokens", "allowed_token_ids",
+                   "bad_words")
 
 
 def structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsParams | None:
@@ -40,6 +44,11 @@ def build_sampling_params(
     if request.n > 1 and kwargs.get("temperature") == 0:
         raise bad_request("'n' must be 1 with greedy sampling (temperature 0): every choice "
                           "would be the same.", param="n")
+    if request.min_p is not None:
+        kwargs["min_p"] = request.min_p
+    if request.logit_bias:
+        kwargs["logit_bias"] = {int(token): bias for token, bias in request.logit_bias.items()}
+    kwargs.update({name: getattr(request, name) for name in _PASSED_THROUGH})
     # vLLM validates the values (VLLMValidationError, mapped to a 400 naming the field).
     return SamplingParams(
         n=request.n,

@@ -17,6 +17,7 @@ from server.serving_common import (
     EngineService,
     RequestContext,
     ServingResult,
+    check_fields,
     check_max_tokens,
     check_model,
     usage,
@@ -65,6 +66,7 @@ class ChatService(EngineService):
     async def create(self, request: ChatCompletionRequest, ctx: RequestContext
                      ) -> ServingResult:
         check_model(request.model, self.model)
+        check_fields(request)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_max_tokens(request.requested_max_tokens, param, self.model, self.settings)
         # Parsing, rendering and tokenising a long conversation takes CPU time: off the event

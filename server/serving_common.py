@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from server.engine import ModelInfo
 from server.errors import APIError, bad_request
 from server.lifecycle import Lifecycle
+from server.protocol import SamplingFields
 from server.settings import ServeSettings
 from server.telemetry import RequestRecord
 
@@ -63,6 +64,14 @@ def check_model(requested: str, model: ModelInfo) -> None:
             f"The model '{requested}' does not exist. This server serves '{model.name}'.",
             param="model", code="model_not_found",
         )
+
+
+def check_fields(request: SamplingFields) -> None:
+    name = request.unsupported_field()
+    if name is not None:
+        raise bad_request(
+            f"'{name}' is not supported by this server (HuatuoGPT2 chat over vLLM); leave it out. "
+            "Supported fields are listed in the README.", param=name, code="unsupported_field")
 
 
 def check_max_tokens(requested: int | None, param: str, model: ModelInfo,

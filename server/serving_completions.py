@@ -21,6 +21,7 @@ from server.serving_common import (
     EngineService,
     RequestContext,
     ServingResult,
+    check_fields,
     check_max_tokens,
     check_model,
     usage,
@@ -72,6 +73,7 @@ class CompletionService(EngineService):
 
     async def create(self, request: CompletionRequest, ctx: RequestContext) -> ServingResult:
         check_model(request.model, self.model)
+        check_fields(request)
         check_max_tokens(request.max_tokens, "max_tokens", self.model, self.settings)
         prompts = await asyncio.to_thread(self._prompts, request)  # tokenising: off the loop
         max_tokens = request.max_tokens or 16

@@ -149,9 +149,17 @@ def test_json_schema_response_format(client: openai.OpenAI) -> None:
 
 def test_defaults_come_from_generation_config(server: ServerProcess,
                                               client: openai.OpenAI) -> None:
-    # HuatuoGPT2's defaults sample (temperature 0.3, top_k 5): with a seed, repeatable.
-    first = chat(client, max_tokens=8, seed=5).choices[0].message.content
-    assert chat(client, max_tokens=8, seed=5).choices[0].message.content == first
+    """Leaving the sampling fields out is the same as sending the checkpoint's defaults
+    (temperature 0.3, top_k 5, top_p 0.85, repetition_penalty 1.1), and not the same as
+    sending other values."""
+    def answer(**fields) -> list[str]:
+        return [chat(client, max_tokens=24, seed=seed, **fields).choices[0].message.content
+                for seed in (1, 2, 3)]
+
+    omitted = answer()
+    assert answer(temperature=0.3, top_p=0.85,
+                  extra_body={"top_k": 5, "repetition_penalty": 1.1}) == omitted
+    assert answer(temperature=1.5, top_p=1.0, extra_body={"top_k": -1}) != omitted
 
 
 def test_system_message_is_merged(client: openai.OpenAI, tiny_model_dir: Path) -> None:

@@ -153,6 +153,23 @@ def test_body_limit_is_413() -> None:
     assert "--max-body-bytes" in response.json()["error"]["message"]
 
 
+def test_a_chunked_body_over_the_limit_is_413() -> None:
+    """No Content-Length to check up front: the limit holds while the body streams in."""
+    async def chunks():
+        for _ in range(20):
+            yield b" " * 100
+        yield json.dumps(body()).encode()
+
+    async def go():
+        async with client_for(make_app(FakeEngine(), max_body_bytes=1000)) as client:
+            return await client.post("/v1/chat/completions", content=chunks(),
+                                     headers={"content-type": "application/json"})
+
+    response = run(go())
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
 def test_message_count_limit() -> None:
     async def go():
         async with client_for(make_app(FakeEngine(), max_messages=3)) as client:
