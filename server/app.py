@@ -20,6 +20,7 @@ from server.errors import APIError, error_response
 from server.lifecycle import Lifecycle
 from server.metrics import GatewayMetrics, render_metrics
 from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from server.playground import PUBLIC_PATHS, add_playground
 from server.routes import router
 from server.serving_chat import ChatService
 from server.serving_completions import CompletionService
@@ -96,6 +97,8 @@ def build_app(
     app.state.completions = CompletionService(engine, model, settings, lifecycle)
     app.include_router(router)
     _add_metrics_route(app, metrics)
+    if settings.playground:
+        add_playground(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Outermost last: request id, then auth, then body limit, then CORS.
@@ -106,7 +109,8 @@ def build_app(
                            expose_headers=["X-Request-Id", "X-Huatuo-Trimmed-Turns"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
-                       public_metrics=settings.public_metrics)
+                       public_metrics=settings.public_metrics,
+                       public_paths=PUBLIC_PATHS if settings.playground else ())
     app.add_middleware(RequestIdMiddleware)
     return app
 

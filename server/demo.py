@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         from adapters.training.demo import ensure_trained_demo_model
 
         model_dir = ensure_trained_demo_model(cache_dir)
-    print(examples(f"http://{args.host}:{args.port}"), flush=True)
+    base_url = f"http://{args.host}:{args.port}"
+    print(f"\nConsultation page: {base_url}/  (open it in a browser)", flush=True)
+    print(examples(base_url), flush=True)
     return huatuo(["serve", "--model", str(model_dir), "--served-model-name", MODEL_NAME,
                    "--host", args.host, "--port", str(args.port)])
 

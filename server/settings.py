@@ -52,6 +52,8 @@ class ServeSettings:
     # Observability
     log_content: bool = False
     log_level: str = "info"
+    # The consultation page at /
+    playground: bool = True
 
     @property
     def model_name(self) -> str:
@@ -189,6 +191,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="Log prompt and answer text. OFF by default: these are patients' words.")
     add("--log-level", default=d.log_level,
         choices=["debug", "info", "warning", "error"], help="Log level.")
+    add("--playground", type=bool, default=d.playground,
+        help="Serve the consultation page at / (public; its API calls still need a key).")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
@@ -228,4 +232,5 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         shutdown_timeout=args.shutdown_timeout,
         log_content=args.log_content,
         log_level=args.log_level,
+        playground=args.playground,
     )
