@@ -1,5 +1,5 @@
 // The consultation playground. Plain JavaScript, no framework, no build step.
-// Safety rule: no text from the user or the model ever goes through innerHTML; every node is
+// Safety rule: no text from the user or the model is ever parsed as HTML; every node is
 // built with createElement/textContent, so nothing a message contains can run as script.
 "use strict";
 (() => {
