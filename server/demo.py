@@ -21,7 +21,9 @@ MODEL_NAME = "huatuo-demo"
 
 def examples(base_url: str) -> str:
     return f"""
-Try it (in another terminal) once the server logs "Serving":
+Consultation page (open it in a browser once the server logs "Serving"): {base_url}/
+
+Or try the API from another terminal:
 
   curl -s {base_url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "{MODEL_NAME}",
@@ -59,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         from adapters.training.demo import ensure_trained_demo_model
 
         model_dir = ensure_trained_demo_model(cache_dir)
-    base_url = f"http://{args.host}:{args.port}"
-    print(f"\nConsultation page: {base_url}/  (open it in a browser)", flush=True)
-    print(examples(base_url), flush=True)
+    print(examples(f"http://{args.host}:{args.port}"), flush=True)
     return huatuo(["serve", "--model", str(model_dir), "--served-model-name", MODEL_NAME,
                    "--host", args.host, "--port", str(args.port)])
 
