@@ -353,3 +353,72 @@ def test_stop_cancels_the_answer_and_frees_the_engine(guarded_server: ServerProc
     assert "Stopped." in by_id(browser, "messages").text
     saved = stored(browser)["conversations"][0]["messages"]
     assert saved[1]["content"] and saved[1]["error"] == "Stopped."
+
+
+# ---- an in-process gateway over the fake engine: failures on cue, context in characters ----
+class FakeGateway:
+    """`build_app` over `FakeEngine` under uvicorn in a thread: starts in a second."""
+
+    def __init__(self, engine) -> None:
+        import uvicorn
+
+        from server.app import build_app
+        from server.settings import ServeSettings
+        from tests.support.fake_engine import fake_model
+        from tests.support.server_process import free_port
+
+        self.engine = engine
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        app = build_app(ServeSettings(), engine, fake_model(max_model_len=256))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, 30, message="the in-process gateway")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture
+def fake_gateway() -> Iterator[FakeGateway]:
+    from tests.support.fake_engine import FakeEngine
+
+    gateway = FakeGateway(FakeEngine(token_delay=0.05))
+    yield gateway
+    gateway.stop()
+
+
+def test_trimmed_turns_are_announced(fake_gateway: FakeGateway, browser) -> None:
+    open_page(browser, fake_gateway)
+    # The fake model counts one token per character in a 256-token context.
+    old = [{"role": r, "content": ("问" if r == "user" else "答") * 60}
+           for _ in range(3) for r in ("user", "assistant")]
+    restore_conversation(browser, old)
+    wait_for(lambda: js(browser, "return document.getElementById('model').value") == "fake")
+    settings(browser, max_tokens="4")
+    ask(browser, "And now?")
+    wait_idle(browser, 30)
+    note = browser.find_elements("css selector", "#messages .msg.assistant .note")[-1].text
+    assert "left out the 2 oldest turns" in note, note
+
+
+def test_error_mid_stream_then_503_are_shown(fake_gateway: FakeGateway, browser) -> None:
+    open_page(browser, fake_gateway)
+    wait_for(lambda: js(browser, "return document.getElementById('model').value") == "fake")
+    settings(browser, max_tokens="200")
+    ask(browser, "A long answer, please.")
+    wait_for(lambda: len(answer_text(browser)) >= 3, 30, message="some text")
+    fake_gateway.engine.errored = True  # the engine dies mid-answer
+    wait_idle(browser, 30)
+    error = browser.find_element("css selector", "#messages .msg.assistant .error").text
+    assert error.startswith("The answer was cut off by the server:"), error
+    assert answer_text(browser), "the partial answer is kept"
+
+    wait_for(lambda: httpx.get(fake_gateway.base_url + "/health").status_code == 503, 10)
+    ask(browser, "Are you there?")
+    wait_for(lambda: "(503)" in status_text(browser), 30, message="the 503 message")
+    assert by_id(browser, "question").get_attribute("value") == "Are you there?"
+    assert len(browser.find_elements("css selector", "#messages .msg")) == 2
