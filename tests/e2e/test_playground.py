@@ -152,7 +152,7 @@ def test_streamed_consultation_is_kept_across_reload_then_cleared(
     wait_for(lambda: js(browser, "return document.getElementById('model').value"),
              message="the model list")
     assert by_id(browser, "key-box").get_attribute("hidden") is not None  # no keys: no field
-    settings(browser, temperature="1", max_tokens="200")
+    settings(browser, temperature="1", max_tokens="400")
     watch_answer_lengths(browser)
     ask(browser, "头痛怎么办？ What should I do about a headache?")
     wait_for(lambda: by_id(browser, "stop").is_displayed() or answer_text(browser),
