@@ -41,6 +41,10 @@ def test_page_and_assets_are_public_with_strict_headers() -> None:
     # Everything else still needs the key, /docs included.
     for path in ("/v1/models", "/docs", "/metrics"):
         assert responses[path].status_code == 401, path
+    # /docs stays where it was, and the page is not part of the API's schema.
+    open_server = get_all(["/docs", "/openapi.json"])
+    assert open_server["/docs"].status_code == 200
+    assert not {"/", *FILES} & set(open_server["/openapi.json"].json()["paths"])
 
 
 def test_csp_forbids_inline_code_and_other_origins() -> None:
