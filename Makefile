@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup test lint demo clean prometheus-tools
+.PHONY: setup test lint demo clean prometheus-tools browser-tools
 
 setup: $(VENV)/.installed
 
@@ -32,7 +32,12 @@ prometheus-tools:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
 		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
 
-test: setup lint prometheus-tools
+# The playground's browser tests drive Debian's headless chromium with its chromedriver.
+browser-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver)
+
+test: setup lint prometheus-tools browser-tools
 	$(BIN)/python -m pytest -q -ra
 
 demo: setup

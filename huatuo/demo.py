@@ -23,7 +23,9 @@ MODEL_NAME = "huatuo-demo"
 
 def examples(base_url: str) -> str:
     return f"""
-Try it (in another terminal) once the server logs "Serving":
+Consultation page (open it in a browser once the server logs "Serving"): {base_url}/
+
+Or try the API from another terminal:
 
   curl -s {base_url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "{MODEL_NAME}",

@@ -29,6 +29,7 @@ from server.middleware import (
     RequestIdMiddleware,
     TelemetryMiddleware,
 )
+from server.playground import PUBLIC_PATHS, add_playground
 from server.routes import Gateway, api_router
 from server.serving_chat import TRIMMED_HEADER, ChatService
 from server.serving_completions import CompletionService
@@ -79,6 +80,8 @@ def build_app(
     )
     app.state.gateway = gateway  # for the runner's drain; routes hold the gateway themselves
     app.include_router(api_router(gateway))
+    if settings.playground:
+        add_playground(app)
 
     async def openai_error(request: Request, exc: Exception) -> Response:
         error = to_api_error(exc, request.scope.get("state", {}).get("request_id"))
@@ -96,7 +99,8 @@ def build_app(
                            expose_headers=["X-Request-Id", TRIMMED_HEADER])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
-                       public_metrics=settings.public_metrics)
+                       public_metrics=settings.public_metrics,
+                       public_paths=PUBLIC_PATHS if settings.playground else ())
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(TelemetryMiddleware, telemetry=gateway.telemetry)
     return app

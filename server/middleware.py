@@ -108,10 +108,12 @@ class RequestIdMiddleware:
 class ApiKeyMiddleware:
     """Require `Authorization: Bearer <key>` on every route but /health (and maybe /metrics)."""
 
-    def __init__(self, app: ASGIApp, keys: list[str], public_metrics: bool) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str], public_metrics: bool,
+                 public_paths: Iterable[str] = ()) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
-        self.open_paths = _OPEN_PATHS | ({"/metrics"} if public_metrics else set())
+        self.open_paths = (_OPEN_PATHS | ({"/metrics"} if public_metrics else set())
+                           | frozenset(public_paths))
 
     def _authorized(self, scope: Scope) -> bool:
         header = _header(scope, b"authorization") or ""

@@ -164,6 +164,9 @@ class ServeSettings:
     log_content: bool = flag(
         False, "Log prompt and answer text. OFF by default: these are patients' words.")
     log_level: str = flag("info", "Log level.", choices=("debug", "info", "warning", "error"))
+    # The consultation page
+    playground: bool = flag(
+        True, "Serve the consultation page at / (public; its API calls still need a key).")
 
     @property
     def model_name(self) -> str:
