@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("adapters.training.cli",
               "One-stage medical adaptation: priority sampling, packing, training, export."),
     "bench": ("loadtests.cli", "Load-test an OpenAI-compatible server; compare with vLLM's."),
+    "eval": ("evaluation.cli", "Medical evaluation through any OpenAI-compatible API."),
 }
 
 
