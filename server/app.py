@@ -23,6 +23,8 @@ from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMi
 from server.routes import router
 from server.serving_chat import ChatService
 from server.serving_completions import CompletionService
+from server.serving_tokenize import TokenizeService
+from server.serving_tokenize import router as tokenize_router
 from server.settings import ServeSettings
 from server.telemetry import Telemetry
 
@@ -94,7 +96,9 @@ def build_app(
     app.state.telemetry = telemetry or Telemetry()
     app.state.chat = ChatService(engine, model, settings, lifecycle)
     app.state.completions = CompletionService(engine, model, settings, lifecycle)
+    app.state.tokenize = TokenizeService(engine, model, settings)
     app.include_router(router)
+    app.include_router(tokenize_router)
     _add_metrics_route(app, metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

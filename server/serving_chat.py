@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from server.errors import APIError, bad_request
+from server.chat_prompt import chat_prompt
+from server.errors import APIError
 from server.generation import guarded_outputs
-from server.prompt_format import PromptError, fit_to_context, parse_messages
 from server.protocol import ChatCompletionRequest
 from server.sampling import build_sampling_params
 from server.serving_common import (
@@ -51,20 +51,10 @@ class ChatService(EngineService):
     async def create(self, request: ChatCompletionRequest, record: RequestRecord
                      ) -> ServingResult:
         check_model(request.model, self.model)
-        if len(request.messages) > self.settings.max_messages:
-            raise bad_request(
-                f"'messages' has {len(request.messages)} messages; this server accepts at most "
-                f"{self.settings.max_messages} (--max-messages).", param="messages",
-            )
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_max_tokens(request.requested_max_tokens, param, self.model, self.settings)
-        try:
-            conversation = parse_messages(request.messages, self.settings.system_policy)
-            reserve = request.requested_max_tokens or self.model.default_max_new_tokens
-            fitted = fit_to_context(conversation, self.model.encode,
-                                    self.model.max_model_len - reserve)
-        except PromptError as exc:
-            raise bad_request(exc.message, param=exc.param, code=exc.code) from exc
+        fitted = chat_prompt(request.messages, request.requested_max_tokens, self.model,
+                             self.settings)
 
         prompt_tokens = len(fitted.token_ids)
         max_tokens = request.requested_max_tokens or min(
