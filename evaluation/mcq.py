@@ -181,7 +181,7 @@ class Runner:
                 response = await self.client.post("/completions", body)
                 break
             except RequestFailed as exc:
-                if self.loglik_max_tokens == 0 and exc.status in (400, 422):
+                if body["max_tokens"] == 0 and exc.status in (400, 422):
                     self.loglik_max_tokens = 1  # the server refuses max_tokens=0
                     continue
                 raise

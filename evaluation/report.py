@@ -98,8 +98,8 @@ def plot(results: dict, path: Path, max_bars: int = 40) -> None:
             continue
         labels.append(label)
         acc.append(100 * c["accuracy"])
-        lo.append(100 * (c["accuracy"] - c["ci95"][0]))
-        hi.append(100 * (c["ci95"][1] - c["accuracy"]))
+        lo.append(max(0.0, 100 * (c["accuracy"] - c["ci95"][0])))
+        hi.append(max(0.0, 100 * (c["ci95"][1] - c["accuracy"])))
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.5))
     y = list(range(len(labels)))
     ax.barh(y, acc, xerr=[lo, hi], color="#4c72b0", ecolor="black", capsize=3)
