@@ -187,7 +187,7 @@ class CompletionService(EngineService):
         # Per choice: where its next token starts in its text.
         offsets: dict[int, int] = {}
         async for prompt_index, output in merged:
-            if prompt_index not in prompt_info and output.prompt_token_ids is not None:
+            if request.echo and prompt_index not in prompt_info:
                 prompt_info[prompt_index] = (output.prompt_token_ids, output.prompt_logprobs)
             for completion in output.outputs:
                 index = prompt_index * request.n + completion.index
