@@ -23,7 +23,14 @@ from pathlib import Path
 from evaluation import data as data_mod
 from evaluation import extract, prompts, report
 from evaluation.cache import AnswerCache, cache_key
-from evaluation.client import AuthRefused, OpenAIClient, RequestFailed, RetryPolicy, UsageError
+from evaluation.client import (
+    AuthRefused,
+    OpenAIClient,
+    RequestFailed,
+    RetryPolicy,
+    Unreachable,
+    UsageError,
+)
 
 
 @dataclass
@@ -237,8 +244,10 @@ def score_job(job: Job, record: dict | None, mode: str, error: str | None = None
 async def _resolve_model(cfg: McqConfig, client: OpenAIClient) -> str:
     try:
         models = await client.list_models()
-    except (AuthRefused, UsageError) as exc:
-        if cfg.model and not isinstance(exc, AuthRefused) and "not reachable" not in str(exc):
+    except (AuthRefused, Unreachable):
+        raise
+    except UsageError:
+        if cfg.model:
             return cfg.model  # a server without /v1/models: the named model is enough
         raise
     if cfg.model:

@@ -41,6 +41,7 @@ class Fake:
         self.chat: list[str] = []  # the last user message of every chat request
         self.completions: list[dict] = []
         self.models_calls = 0
+        self.no_models = False  # /v1/models answers 404
         self.rate_limit = 0  # answer 429 (Retry-After: 1) to this many next chat requests
         self.fail_500 = False
         self.auth_key: str | None = None
@@ -62,6 +63,8 @@ class Fake:
         @app.get("/v1/models")
         async def models(request: Request):
             self.models_calls += 1
+            if self.no_models:
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
             return refused(request) or {"object": "list",
                                         "data": [{"id": "fake-model", "object": "model"}]}
 
@@ -293,6 +296,15 @@ def test_unreachable_server(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (f"huatuo eval: error: the server at {url} is not "
                                      "reachable (connection failed)")
+
+
+def test_server_without_model_list(fake, tmp_path, capsys):
+    fake, url = fake
+    fake.no_models = True
+    assert eval_main(mcq_args(url, tmp_path / "a", "--limit", "1")) == 2
+    assert "name the model with --model" in capsys.readouterr().err
+    assert eval_main(mcq_args(url, tmp_path / "b", "--limit", "1", "--model", "m")) == 0
+    assert len(fake.chat) == 1
 
 
 def test_trailing_v1_and_help_defaults(fake, tmp_path):
