@@ -76,7 +76,16 @@ class CompletionService(EngineService):
         if not request.echo:
             return [text for text, _ in prompts]
         tokenizer = self.engine.get_tokenizer()
-        return [text if text is not None else tokenizer.decode(ids) for text, ids in prompts]
+        vocab = len(tokenizer)
+        texts = []
+        for i, (text, ids) in enumerate(prompts):
+            if text is None:
+                if any(t >= vocab for t in ids):
+                    raise bad_request(f"'prompt[{i}]' holds a token id outside the vocabulary "
+                                      f"(0 to {vocab - 1}).", param="prompt")
+                text = tokenizer.decode(ids)
+            texts.append(text)
+        return texts
 
     async def create(self, request: CompletionRequest, record: RequestRecord) -> ServingResult:
         check_model(request.model, self.model)

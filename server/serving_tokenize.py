@@ -18,11 +18,11 @@ Behind the API keys like every route but /health; tokenisation of large inputs r
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.chat_prompt import chat_prompt
 from server.engine import ModelInfo
@@ -47,8 +47,8 @@ class TokenizeRequest(BaseModel):
     add_generation_prompt: bool = True
     return_token_strs: bool = False
     # Chat form: the answer budget the chat request would reserve (changes trimming only).
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> TokenizeRequest:
