@@ -82,6 +82,32 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei",
+             "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC",
+             "AR PL UMing CN", "Droid Sans Fallback")
+
+
+def _cjk_font() -> str | None:
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    found = next((name for name in CJK_FONTS if name in installed), None)
+    if found:
+        return found
+    # matplotlib's font cache may predate the font's installation: look at the files
+    markers = ("wqy", "notosanscjk", "notoserifcjk", "sourcehansans", "droidsansfallback",
+               "simhei", "msyh", "pingfang", "uming")
+    for path in font_manager.findSystemFonts():
+        flat = path.lower().replace("-", "").replace("_", "")
+        if any(m in flat for m in markers):
+            try:
+                font_manager.fontManager.addfont(path)
+                return font_manager.FontProperties(fname=path).get_name()
+            except (OSError, RuntimeError, ValueError):
+                continue
+    return None
+
+
 def plot(results: dict, path: Path, max_bars: int = 40) -> None:
     import matplotlib
 
@@ -100,6 +126,12 @@ def plot(results: dict, path: Path, max_bars: int = 40) -> None:
         acc.append(100 * c["accuracy"])
         lo.append(max(0.0, 100 * (c["accuracy"] - c["ci95"][0])))
         hi.append(max(0.0, 100 * (c["ci95"][1] - c["accuracy"])))
+    font = _cjk_font()
+    note = ""
+    if font:
+        plt.rcParams["font.sans-serif"] = [font, *plt.rcParams["font.sans-serif"]]
+    elif any(not label.isascii() for label in labels):
+        note = "\n(no CJK font installed: Chinese labels need e.g. fonts-noto-cjk; see report.md)"
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.5))
     y = list(range(len(labels)))
     ax.barh(y, acc, xerr=[lo, hi], color="#4c72b0", ecolor="black", capsize=3)
@@ -108,7 +140,8 @@ def plot(results: dict, path: Path, max_bars: int = 40) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("accuracy % (95% Wilson interval)")
-    ax.set_title(f"{results.get('meta', {}).get('model', '')} - accuracy by group")
+    ax.set_title(f"{results.get('meta', {}).get('model', '')} - accuracy by group{note}",
+                 fontsize=10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing CJK glyphs in the default font
         fig.tight_layout()
