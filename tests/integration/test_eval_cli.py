@@ -248,6 +248,28 @@ def test_run_killed_midway_resumes_without_resending(fake, tmp_path):
     assert len(read_jsonl(out / "cache.jsonl")) == N_CMB
 
 
+def test_ctrl_c_exits_130_with_one_line_and_keeps_the_cache(fake, tmp_path):
+    fake, url = fake
+    fake.hang_after = 2
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "eval",
+                             *mcq_args(url, out, "--concurrency", "1")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(fake.chat) < 3:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    fake.release.set()
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == [
+        "huatuo eval: error: interrupted; every answer received so far is cached in the output "
+        "dir: rerun the same command to resume"]
+    assert len(read_jsonl(out / "cache.jsonl")) == 2
+
+
 def test_unanswerable_questions_exit_1_and_are_retried_on_rerun(fake, tmp_path, capsys):
     fake, url = fake
     fake.fail_500 = True
