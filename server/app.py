@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from huatuogpt2.prompt_format import PromptError
 from server import __version__
 from server.engine import ModelInfo
 from server.errors import APIError, error_response, to_api_error
@@ -33,6 +34,7 @@ from server.playground import PUBLIC_PATHS, add_playground
 from server.routes import Gateway, api_router
 from server.serving_chat import TRIMMED_HEADER, ChatService
 from server.serving_completions import CompletionService
+from server.serving_tokenize import TokenizeService
 from server.settings import ServeSettings
 from server.telemetry import Telemetry, record_of
 
@@ -56,6 +58,7 @@ def build_app(
         telemetry=telemetry or Telemetry(), metrics=metrics,
         chat=ChatService(engine, model, settings, lifecycle),
         completions=CompletionService(engine, model, settings, lifecycle),
+        tokenizer=TokenizeService(engine, model, settings),
     )
     if metrics is not None:
         # /metrics tells what /health tells: 1 alive and admitting, 0 engine dead or draining.
@@ -89,8 +92,9 @@ def build_app(
             record.error_code = error.code
         return error_response(error)
 
-    app.add_exception_handler(RequestValidationError, openai_error)
-    app.add_exception_handler(StarletteHTTPException, openai_error)
+    for kind in (RequestValidationError, StarletteHTTPException, APIError, PromptError,
+                 Exception):
+        app.add_exception_handler(kind, openai_error)
     # Outermost last: telemetry, request id, auth, body limit, CORS.
     if settings.allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins,

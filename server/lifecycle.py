@@ -28,6 +28,9 @@ class Lifecycle:
         self.engine_dead = False
         # Engine requests ended by the server itself, and the error their clients get.
         self._terminated: dict[str, APIError] = {}
+        # Admitted request -> its engine requests, when it has several (a batch of prompts).
+        self._engine_ids: dict[str, list[str]] = {}
+        self._admitted_by_engine_id: dict[str, str] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -54,9 +57,17 @@ class Lifecycle:
         self.in_flight.add(request_id)
         self._idle.clear()
 
+    def track(self, request_id: str, engine_ids: list[str]) -> None:
+        """The engine requests an admitted request runs under other ids: aborted with it."""
+        self._engine_ids[request_id] = list(engine_ids)
+        for engine_id in engine_ids:
+            self._admitted_by_engine_id[engine_id] = request_id
+
     def release(self, request_id: str) -> None:
         self.in_flight.discard(request_id)
         self._terminated.pop(request_id, None)
+        for engine_id in self._engine_ids.pop(request_id, ()):
+            self._admitted_by_engine_id.pop(engine_id, None)
         if not self.in_flight:
             self._idle.set()
 
@@ -70,7 +81,7 @@ class Lifecycle:
 
     def termination(self, request_id: str) -> APIError | None:
         """The error to send when the server itself ended this request, else None."""
-        return self._terminated.get(request_id)
+        return self._terminated.get(self._admitted_by_engine_id.get(request_id, request_id))
 
     async def drain(self, timeout: float, abort: Callable[[list[str]], Awaitable[None]]) -> None:
         """Let requests in flight finish for `timeout` seconds, then abort the rest."""
@@ -98,4 +109,5 @@ class Lifecycle:
         logger.warning("Ending %d request(s) in flight: %s", len(ids), error.code)
         for request_id in ids:
             self._terminated[request_id] = error
-        await abort(ids)
+        await abort([engine_id for request_id in ids
+                     for engine_id in self._engine_ids.get(request_id, [request_id])])

@@ -151,7 +151,8 @@ class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    # 0 only with echo: score the prompt without generating (checked in serving_completions).
+    max_tokens: Annotated[int, Field(ge=0)] | None = 16
 
     @property
     def requested_max_tokens(self) -> int | None:

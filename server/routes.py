@@ -28,6 +28,7 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.serving_chat import ChatService
 from server.serving_common import RequestContext, ServingResult
 from server.serving_completions import CompletionService
+from server.serving_tokenize import DetokenizeRequest, TokenizeRequest, TokenizeService
 from server.settings import ServeSettings
 from server.sse import SSEResponse, framed_stream
 from server.telemetry import CLIENT_CLOSED, RequestRecord, Telemetry, record_of
@@ -47,6 +48,7 @@ class Gateway:
     metrics: GatewayMetrics | None
     chat: ChatService
     completions: CompletionService
+    tokenizer: TokenizeService
 
     @property
     def healthy(self) -> bool:
@@ -74,6 +76,18 @@ def api_router(gw: Gateway) -> APIRouter:
             "id": model.name, "object": "model", "created": model.created,
             "owned_by": "huatuo-serve", "root": model.name,
             "max_model_len": model.max_model_len}]}
+
+    @router.post("/tokenize", tags=["Tokenizer"])
+    async def tokenize(body: TokenizeRequest) -> dict:
+        return await gw.tokenizer.tokenize(body)
+
+    @router.post("/detokenize", tags=["Tokenizer"])
+    async def detokenize(body: DetokenizeRequest) -> dict:
+        return await gw.tokenizer.detokenize(body)
+
+    @router.get("/tokenizer_info", tags=["Tokenizer"])
+    async def tokenizer_info() -> dict:
+        return gw.tokenizer.tokenizer_info()
 
     @router.get("/health", tags=["Operations"])
     async def health() -> Response:

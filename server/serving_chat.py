@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from http import HTTPStatus
 
 from huatuogpt2.prompt_format import FittedPrompt, fit_to_context, parse_messages
+from server.engine import ModelInfo
 from server.errors import APIError, bad_request
 from server.generation import guarded_outputs
 from server.protocol import ChatCompletionRequest
@@ -22,6 +23,7 @@ from server.serving_common import (
     check_model,
     usage,
 )
+from server.settings import ServeSettings
 from server.sse import start_when_answered
 
 TRIMMED_HEADER = "X-Huatuo-Trimmed-Turns"
@@ -49,20 +51,22 @@ def chat_logprobs(completion, top: int) -> dict | None:
     return {"content": content}
 
 
-class ChatService(EngineService):
-    def build_prompt(self, request: ChatCompletionRequest) -> FittedPrompt:
-        """The HuatuoGPT2 prompt the engine gets: messages checked, system text merged, oldest
-        rounds dropped until it fits the context with room for the answer."""
-        if len(request.messages) > self.settings.max_messages:
-            raise bad_request(
-                f"'messages' has {len(request.messages)} messages; this server accepts at most "
-                f"{self.settings.max_messages} (--max-messages).", param="messages",
-            )
-        conversation = parse_messages(request.messages, self.settings.system_policy)
-        reserve = request.requested_max_tokens or self.model.default_max_new_tokens
-        return fit_to_context(conversation, self.model.encode,
-                              self.model.max_model_len - reserve)
+def build_chat_prompt(messages: Sequence[dict], requested_max_tokens: int | None,
+                      model: ModelInfo, settings: ServeSettings) -> FittedPrompt:
+    """The HuatuoGPT2 prompt the engine gets for a chat request (also what `/tokenize` answers
+    for it): messages checked, system text merged, oldest rounds dropped until it fits the
+    context with room for the answer."""
+    if len(messages) > settings.max_messages:
+        raise bad_request(
+            f"'messages' has {len(messages)} messages; this server accepts at most "
+            f"{settings.max_messages} (--max-messages).", param="messages",
+        )
+    conversation = parse_messages(messages, settings.system_policy)
+    reserve = requested_max_tokens or model.default_max_new_tokens
+    return fit_to_context(conversation, model.encode, model.max_model_len - reserve)
 
+
+class ChatService(EngineService):
     async def create(self, request: ChatCompletionRequest, ctx: RequestContext
                      ) -> ServingResult:
         check_model(request.model, self.model)
@@ -71,7 +75,9 @@ class ChatService(EngineService):
         check_max_tokens(request.requested_max_tokens, param, self.model, self.settings)
         # Parsing, rendering and tokenising a long conversation takes CPU time: off the event
         # loop, so health checks and other streams never wait for it.
-        fitted = await asyncio.to_thread(self.build_prompt, request)
+        fitted = await asyncio.to_thread(build_chat_prompt, request.messages,
+                                         request.requested_max_tokens, self.model,
+                                         self.settings)
         prompt_tokens = len(fitted.token_ids)
         max_tokens = request.requested_max_tokens or min(
             int(self.model.generation_defaults.get("max_new_tokens", self.model.max_model_len)),

@@ -238,8 +238,11 @@ def test_text_completions(client: openai.OpenAI, tiny_model_dir: Path) -> None:
     assert response.object == "text_completion"
     assert response.usage.prompt_tokens == len(tokenizer.encode(prompt, add_special_tokens=False))
     assert response.choices[0].text.startswith(prompt)
-    assert len(response.choices[0].logprobs.tokens) == 6
     ids = tokenizer.encode(prompt, add_special_tokens=False)
+    # echo + logprobs: the prompt's tokens (the first without a logprob), then the 6 generated.
+    logprobs = response.choices[0].logprobs
+    assert len(logprobs.tokens) == len(ids) + 6
+    assert logprobs.token_logprobs[0] is None and None not in logprobs.token_logprobs[1:]
     by_ids = client.completions.create(model=MODEL, prompt=ids, max_tokens=6, temperature=0)
     assert prompt + by_ids.choices[0].text == response.choices[0].text
     batch = client.completions.create(model=MODEL, prompt=["a", "b"], max_tokens=2)
