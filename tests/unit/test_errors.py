@@ -48,14 +48,19 @@ def test_request_problems_are_400s_naming_the_field() -> None:
     prompt = to_api_error(PromptError("too long", "messages", code="context_length_exceeded"))
     assert shape(prompt) == (400, "invalid_request_error", "context_length_exceeded",
                              "messages")
+    assert prompt.message == "too long"
     vllm = to_api_error(VLLMValidationError("top_k must be -1", parameter="top_k", value=-5))
     assert shape(vllm) == (400, "invalid_request_error", "invalid_value", "top_k")
-    assert to_api_error(VLLMClientError("bad")).status == 400
+    assert vllm.message.startswith("top_k must be -1")
+    client = to_api_error(VLLMClientError("bad"))
+    assert shape(client) == (400, "invalid_request_error", "invalid_value", None)
+    assert client.message == "bad"
 
 
 def test_http_exceptions_keep_their_status() -> None:
     error = to_api_error(HTTPException(405, "Method Not Allowed"))
     assert shape(error) == (405, "invalid_request_error", "method_not_allowed", None)
+    assert error.message == "Method Not Allowed"
     assert to_api_error(HTTPException(404, "Not Found")).type == "not_found_error"
 
 
@@ -64,12 +69,14 @@ def test_engine_failures_are_engine_errors() -> None:
     assert shape(dead) == (503, "service_unavailable_error", "engine_dead", None)
     crashed = to_api_error(failure(RuntimeError("CUDA error")), "req-7")
     assert shape(crashed) == (500, "server_error", "engine_error", None)
-    assert "RuntimeError" in crashed.message and "CUDA" not in crashed.message
+    assert crashed.message == ("The inference engine failed (RuntimeError). The request was "
+                               "not completed.")
+    assert dead.message == "The inference engine died; the request was not completed."
     invalid = to_api_error(failure(VLLMValidationError("prompt too long", parameter="prompt")))
     assert shape(invalid) == (400, "invalid_request_error", "invalid_value", "prompt")
     busy = to_api_error(failure(GracefulHTTPError("busy", HTTPStatus.SERVICE_UNAVAILABLE)))
     assert shape(busy) == (503, "service_unavailable_error", "engine_overloaded", None)
-    assert busy.headers == {"Retry-After": "1"}
+    assert busy.headers == {"Retry-After": "1"} and busy.message == "busy"
 
 
 def test_a_gateway_bug_is_an_internal_error_with_the_request_id_and_a_logged_traceback(
@@ -80,6 +87,11 @@ def test_a_gateway_bug_is_an_internal_error_with_the_request_id_and_a_logged_tra
     assert "req-42" in error.message and "KeyError" in error.message
     (logged,) = caplog.records
     assert "req-42" in logged.getMessage() and logged.exc_info[0] is KeyError
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="huatuo.errors"):
+        to_api_error(failure(RuntimeError("CUDA error")), "req-43")
+    (logged,) = caplog.records
+    assert "req-43" in logged.getMessage() and logged.exc_info[0] is RuntimeError
 
 
 def test_field_paths_read_as_the_client_wrote_them() -> None:

@@ -261,3 +261,74 @@ def test_a_huge_last_message_is_refused_without_tokenising_all_of_it() -> None:
         fit_to_context(conversation, counting_encode, 1000)
     assert info.value.code == "context_length_exceeded"
     assert sum(encoded) < 50_000
+
+
+def test_developer_messages_merge_like_system_and_several_join_with_newlines() -> None:
+    conversation = parse_messages([
+        {"role": "system", "content": "你是医生。"}, {"role": "developer", "content": "简短回答。"},
+        {"role": "user", "content": "头痛"}])
+    assert conversation.system == "你是医生。\n简短回答。"
+    assert render(conversation) == "<问>：你是医生。\n简短回答。\n头痛\n<答>："
+
+
+@pytest.mark.parametrize("messages,message", [
+    ([], "'messages' must contain at least one message."),
+    (["hi"], "'messages[0]' must be an object."),
+    ([{"role": "user", "content": 3}],
+     "'messages[0].content' must be a string or a list of text parts."),
+    ([{"role": "user", "content": [{"type": "image_url"}]}],
+     "Only text content parts are supported; 'messages[0].content[0]' is not a text part."),
+    ([{"role": "user", "content": [{"type": "text", "text": 1}]}],
+     "'messages[0].content[0].text' must be a string."),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+     "Messages must alternate between user and assistant; 'messages[1]' is a second user "
+     "message in a row."),
+    ([{"role": "assistant", "content": "a"}],
+     "Messages must alternate between user and assistant; 'messages[0]' is an assistant "
+     "message without a user message before it."),
+    ([{"role": "user", "content": "a"}, {"role": "system", "content": "s"},
+      {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}],
+     "System messages must come before the conversation ('messages[1]')."),
+    ([{"role": "tool", "content": "a"}],
+     "'messages[0].role' must be one of 'system', 'user', 'assistant'; got 'tool'."),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+     "The last message must be a user message."),
+])
+def test_invalid_messages_say_what_is_wrong(messages: list, message: str) -> None:
+    with pytest.raises(PromptError) as info:
+        parse_messages(messages)
+    assert info.value.message == message == str(info.value)
+
+
+def test_rejected_system_message_names_the_policy() -> None:
+    with pytest.raises(PromptError) as info:
+        parse_messages([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                       SystemPolicy.REJECT)
+    assert info.value.message == ("HuatuoGPT2 has no system role and this server is configured "
+                                  "to reject system messages ('messages[0].role' is 'system').")
+
+
+def test_fit_counts_each_kept_round_once_and_tokenises_the_prompt_once() -> None:
+    """With exact piece counts the search needs no retries: the system text, the kept rounds
+    and the first round that does not fit are counted once each, then one whole tokenisation."""
+    calls: list[str] = []
+
+    def counting_encode(text: str) -> list[int]:
+        calls.append(text)
+        return char_encode(text)
+
+    rounds = tuple(Round(f"q{i}" * 10, f"a{i}" * 10) for i in range(6)) + (Round("last"),)
+    conversation = Conversation("sys", rounds)
+    budget = len(render(Conversation("sys", rounds[4:])))
+    fitted = fit_to_context(conversation, counting_encode, budget)
+    assert fitted.trimmed_rounds == 4 and len(fitted.token_ids) == budget
+    assert len(calls) == 1 + 4 + 1  # system, rounds 6, 5, 4 (kept) and 3 (not), the prompt
+    assert calls[-1] == fitted.text
+
+
+def test_too_long_names_the_count_and_the_budget() -> None:
+    with pytest.raises(PromptError) as info:
+        fit_to_context(Conversation(None, (Round("x" * 60),)), char_encode, 50)
+    assert info.value.message == (
+        "The last user message alone needs 69 tokens or more, more than the 50 the model's "
+        "context leaves after max_tokens. Shorten the message or lower max_tokens.")
