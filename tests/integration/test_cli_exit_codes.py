@@ -9,17 +9,16 @@ of a real server.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from tests.support.threaded_server import serving_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSAGES = ROOT / "adapters" / "training" / "data" / "passages.jsonl"
@@ -181,22 +180,8 @@ def fake_openai_app():
 
 @pytest.fixture(scope="module")
 def fake_endpoint() -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(fake_openai_app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "fake endpoint did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_in_thread(fake_openai_app()) as base_url:
+        yield f"{base_url}/v1"
 
 
 def unify(endpoint: str, output: Path, key: str, *extra: str) -> subprocess.CompletedProcess:

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from evaluation.cli import main as eval_main
 from tests.support.server_process import free_port
+from tests.support.threaded_server import serving_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "evaluation" / "data"
@@ -123,19 +123,9 @@ class Fake:
 @pytest.fixture(scope="module")
 def fake_server():
     fake = Fake()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port,
-                                           log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "fake server did not start"
-        time.sleep(0.05)
-    yield fake, f"http://127.0.0.1:{port}"
-    fake.release.set()
-    server.should_exit = True
-    thread.join(10)
+    with serving_in_thread(fake.app()) as base_url:
+        yield fake, base_url
+        fake.release.set()
 
 
 @pytest.fixture
