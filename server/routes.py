@@ -127,7 +127,7 @@ async def serve_request(
     record.stream = bool(body.stream)
     ctx = RequestContext(request_id=request_id, engine_request_id=record.completion_id,
                          record=record)
-    handed_to_stream = False  # then the stream records the request when it ends
+    handed_to_stream = False  # then the stream releases the admission slot when it ends
     try:
         gw.lifecycle.admit(record.completion_id)
         gw.telemetry.start(record)
@@ -147,7 +147,7 @@ async def serve_request(
         return JSONResponse(result.body, headers=result.headers)
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
         error = to_api_error(exc, request_id)
-        record.status, record.error_code = error.status, error.code
+        record.error_code = error.code
         if error.status == HTTPStatus.TOO_MANY_REQUESTS:
             gw.telemetry.rejected(gw.model.name, endpoint, error.code or "overloaded")
         return error_response(error)
