@@ -56,8 +56,7 @@ async def start_when_answered(payloads: AsyncIterator[dict], wait: float
     try:
         await asyncio.wait({first}, timeout=wait or None)
     except BaseException:  # the client went away: end the request in the engine too
-        first.cancel()
-        await payloads.aclose()
+        await _close(first, payloads)
         raise
     if first.done() and first.exception() is not None:
         await payloads.aclose()
@@ -81,8 +80,16 @@ async def _after(first: asyncio.Future, payloads: AsyncIterator[dict]) -> AsyncI
     except StopAsyncIteration:
         return
     finally:
-        first.cancel()
-        await payloads.aclose()
+        await _close(first, payloads)
+
+
+async def _close(first: asyncio.Future, payloads: AsyncIterator[dict]) -> None:
+    """Stop waiting for the first payload, then close the stream (aborting the engine request).
+    The generator cannot be closed while the task still runs it."""
+    first.cancel()
+    with contextlib.suppress(BaseException):
+        await first
+    await payloads.aclose()
 
 
 class SSEResponse(EventSourceResponse):
