@@ -28,7 +28,6 @@ class ModelInfo:
     """What the gateway needs to know about the served model."""
 
     name: str
-    root: str
     max_model_len: int
     encode: Encoder
     # Sampling defaults from the checkpoint's generation_config.json.
@@ -90,7 +89,6 @@ def describe_model(engine: AsyncLLM, settings: ServeSettings, model_dir: Path) -
 
     return ModelInfo(
         name=settings.model_name,
-        root=str(model_dir),
         max_model_len=engine.model_config.max_model_len,
         encode=encode,
         generation_defaults=read_generation_defaults(model_dir),

@@ -318,3 +318,37 @@ def test_a_streamed_answer_starts_with_the_role_chunk_once_the_engine_answers() 
     assert deltas[0] == {"role": "assistant", "content": ""}
     assert "".join(d.get("content", "") for d in deltas) == "abc"
     assert events[-1] == "[DONE]"
+
+
+def test_prompt_work_never_blocks_the_event_loop() -> None:
+    """A conversation whose tokenisation takes 2 s: health checks answer meanwhile."""
+    import time
+
+    slow = fake_model()
+    fast_encode = slow.encode
+
+    def slow_encode(text: str) -> list[int]:
+        time.sleep(0.5)  # CPU-bound tokenisation of a huge body, as the event loop sees it
+        return fast_encode(text)
+
+    slow.encode = slow_encode
+    app = build_app(ServeSettings(), FakeEngine(), slow)
+
+    async def go():
+        async with client_for(app) as client:
+            chat = asyncio.create_task(client.post("/v1/chat/completions", json=body(
+                messages=[{"role": "user", "content": "头痛"},
+                          {"role": "assistant", "content": "多休息"},
+                          {"role": "user", "content": "还是痛"}])))
+            await asyncio.sleep(0.1)
+            waits = []
+            while not chat.done():
+                sent = time.perf_counter()
+                assert (await client.get("/health")).status_code == 200
+                waits.append(time.perf_counter() - sent)
+                await asyncio.sleep(0.05)
+            return await chat, waits
+
+    response, waits = run(go())
+    assert response.status_code == 200
+    assert len(waits) >= 5 and max(waits) < 0.3, waits

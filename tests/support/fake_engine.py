@@ -74,7 +74,7 @@ class FakeEngine:
 
 
 def fake_model(max_model_len: int = 256) -> ModelInfo:
-    return ModelInfo(name="fake", root="/nonexistent", max_model_len=max_model_len,
+    return ModelInfo(name="fake", max_model_len=max_model_len,
                      encode=lambda text: [ord(c) for c in text],
                      generation_defaults={"temperature": 0.3, "top_k": 5, "top_p": 0.85,
                                           "repetition_penalty": 1.1, "max_new_tokens": 64})
