@@ -137,11 +137,14 @@ async def serve_request(
         if result.stream is not None:
             events = framed_stream(result.stream, request_id, on_error=record.stream_failed)
             handed_to_stream = True
+            delivered = asyncio.Event()  # every event was handed to the server
 
             async def client_gone() -> None:
-                record.client_gone()
+                # sse-starlette also reports the disconnect that follows a complete stream.
+                if not delivered.is_set():
+                    record.client_gone()
 
-            return SSEResponse(_finishing(events, gw, record), result.headers,
+            return SSEResponse(_finishing(events, gw, record, delivered), result.headers,
                                ping_interval=gw.settings.sse_ping_interval,
                                on_disconnect=client_gone)
         return JSONResponse(result.body, headers=result.headers)
@@ -177,8 +180,8 @@ async def _unless_disconnected(work: Awaitable[ServingResult], request: Request,
         raise
 
 
-async def _finishing(events: AsyncIterator[bytes], gw: Gateway, record: RequestRecord
-                     ) -> AsyncIterator[bytes]:
+async def _finishing(events: AsyncIterator[bytes], gw: Gateway, record: RequestRecord,
+                     delivered: asyncio.Event) -> AsyncIterator[bytes]:
     """Pass a stream through; release the admission slot when it ends in any way.
 
     `aclosing` closes the whole chain down to the engine's generator at once when the client
@@ -187,6 +190,7 @@ async def _finishing(events: AsyncIterator[bytes], gw: Gateway, record: RequestR
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
+        delivered.set()
     finally:
         gw.lifecycle.release(record.completion_id)
 

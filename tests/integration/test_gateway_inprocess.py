@@ -257,6 +257,7 @@ def test_every_api_request_is_recorded_once_with_its_error_code() -> None:
             await client.post("/v1/chat/completions", json={**body(), "model": "gpt-4"},
                               headers=key)
             await client.post("/v1/chat/completions", json=body(), headers=key)
+            await client.post("/v1/chat/completions", json=body(stream=True), headers=key)
             await client.get("/health")
             await client.get("/metrics", headers=key)
 
@@ -270,7 +271,9 @@ def test_every_api_request_is_recorded_once_with_its_error_code() -> None:
         ("/v1/chat/completions", 413, "request_too_large", "unknown"),
         ("/v1/chat/completions", 404, "model_not_found", "unknown"),
         ("/v1/chat/completions", 200, None, "fake"),
+        ("/v1/chat/completions", 200, None, "fake"),  # a stream that ran to its end
     ]
+    assert not any(r.client_disconnected for r in telemetry.records)
     assert all(r.request_id and r.duration is not None for r in telemetry.records)
 
 
