@@ -159,8 +159,10 @@ def test_streamed_consultation_is_kept_across_reload_then_cleared(
              message="the stream to start")
     wait_idle(browser)
 
+    # That the text arrives in several steps is asserted on the slow model, where the answer
+    # streams for seconds (test_stop_cancels_the_answer_and_frees_the_engine): the tiny model
+    # can finish before a busy browser draws its first frame.
     lengths = [n for n in js(browser, "return window.__lengths") if n]
-    assert len(set(lengths)) >= 2, f"the answer arrived in one piece: {lengths}"
     answer = answer_text(browser)
     assert answer and by_id(browser, "question").get_attribute("value") == ""
     saved = stored(browser)["conversations"][0]["messages"]
