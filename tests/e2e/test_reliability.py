@@ -204,7 +204,8 @@ def test_disconnected_clients_free_the_engine(slow_server: ServerProcess) -> Non
 
     async def leave_mid_stream() -> int:
         async with httpx.AsyncClient(timeout=120) as client:
-            body = chat_body(max_tokens=max_tokens, stream=True, temperature=1.0)
+            body = chat_body(max_tokens=max_tokens, stream=True, temperature=1.0,
+                             model=SLOW_MODEL)
             async with client.stream("POST", f"{base}/v1/chat/completions",
                                      json=body) as response:
                 received = 0
@@ -233,7 +234,7 @@ def test_non_streaming_disconnect_aborts(slow_server: ServerProcess) -> None:
     # 8 x 300 tokens: half a minute of work for the slow model; the client leaves after 1 s.
     with pytest.raises(httpx.TimeoutException):
         httpx.post(f"{base}/v1/chat/completions", timeout=1.0,
-                   json=chat_body(max_tokens=300, temperature=1.0, n=8))
+                   json=chat_body(max_tokens=300, temperature=1.0, n=8, model=SLOW_MODEL))
     left_at = generated_tokens(base)
     assert engine_busy_after(base, 5.0) == 0
     after = generated_tokens(base) - left_at
