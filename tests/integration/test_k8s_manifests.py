@@ -516,7 +516,7 @@ def test_probes_and_scrape_hit_real_routes_with_the_pod_settings(
     settings = settings_from_args(args)
     assert settings.api_keys, "the pod must require API keys"
 
-    model = ModelInfo(name=settings.model_name, root=settings.model or "", max_model_len=4096,
+    model = ModelInfo(name=settings.model_name, max_model_len=4096,
                       encode=lambda text: [1] * len(text))
     app = build_app(settings, _StandInEngine(), model)
     with TestClient(app) as client:
