@@ -94,6 +94,12 @@ def _stable_id(*parts: str) -> str:
     return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:12]
 
 
+def _record_list(path: Path) -> list:
+    """The records of a JSON list, a single JSON object, or JSON lines."""
+    data = _read_json_rows(path)
+    return [data] if isinstance(data, dict) else data
+
+
 def _read_json_rows(path: Path) -> object:
     text = path.read_text(encoding="utf-8-sig")
     stripped = text.lstrip()
@@ -177,9 +183,7 @@ def _load_huatuo(path: Path) -> list[Question]:
 
 
 def _load_cmb(path: Path) -> list[Question]:
-    data = _read_json_rows(path)
-    if isinstance(data, dict):
-        data = [data]
+    data = _record_list(path)
     out = []
     for i, row in enumerate(data):
         where = f"{path}: row {i + 1}"
@@ -238,9 +242,7 @@ def _load_cmexam(path: Path) -> list[Question]:
 
 
 def _load_medqa(path: Path) -> list[Question]:
-    data = _read_json_rows(path)
-    if isinstance(data, dict):
-        data = [data]
+    data = _record_list(path)
     out = []
     for i, row in enumerate(data):
         where = f"{path}: row {i + 1}"
