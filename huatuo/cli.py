@@ -53,6 +53,12 @@ def _eval() -> ModuleType:
     return cli
 
 
+def _figures() -> ModuleType:
+    from huatuo import refresh_figures
+
+    return refresh_figures
+
+
 def _bench() -> ModuleType:
     from loadtests import cli
 
@@ -76,6 +82,8 @@ COMMANDS: dict[str, Command] = {
                      "training, export."),
     "bench": Command(_bench, "Load-test an OpenAI-compatible server; compare with vLLM's."),
     "eval": Command(_eval, "Medical evaluation through any OpenAI-compatible API."),
+    "figures": Command(_figures, "Render the recorded benchmark results into README.md and "
+                       "docs/."),
 }
 
 

@@ -1,0 +1,1 @@
+"""Benchmark figures as files: each benchmark records its result, the docs render from them."""
