@@ -109,6 +109,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="Model id to send (default: the first of GET /v1/models).")
     run_parser.add_argument("--api-key", default=os.environ.get("HUATUO_BENCH_API_KEY"),
                             help="Bearer key. [env HUATUO_BENCH_API_KEY]")
+    run_parser.add_argument("--session-header", action="store_true",
+                            help="Send `X-Session-ID: consultation-<n>` with every request, one "
+                                 "id per consultation (session-pinning routers hash it).")
+    run_parser.add_argument("--metrics-url", action="append", default=[],
+                            help="A server whose /metrics holds vLLM's prefix-cache counters, "
+                                 "read before and after each level for the hit rate; repeat "
+                                 "for every replica behind a router (default: --base-url).")
     _add_workload_arguments(run_parser)
     _add_load_arguments(run_parser)
 
@@ -255,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
 def run_bench_command(args: argparse.Namespace) -> int:
     requests = _workload(args, args.tokenizer)
     target = Target(args.base_url, args.model, args.api_key, args.stream, args.timeout,
-                    _sampling(args))
+                    _sampling(args), session_header=args.session_header,
+                    metrics_urls=tuple(args.metrics_url))
     runs = run_sweep(target, requests, _specs(args), show_progress=not args.no_progress)
     slo = _slo(args)
     data = results_json(runs, slo=slo, meta={**_meta(args, requests), "target":

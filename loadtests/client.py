@@ -18,6 +18,8 @@ import httpx
 from loadtests.sse import sse_data
 from loadtests.workloads import BenchRequest
 
+SESSION_HEADER = "X-Session-ID"
+
 
 @dataclass
 class SamplingOptions:
@@ -74,11 +76,13 @@ class BenchClient:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
                  stream: bool = True, timeout: float = 600.0,
                  sampling: SamplingOptions | None = None, max_connections: int = 1024,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 session_header: bool = False) -> None:
         self.url = base_url.rstrip("/") + "/v1/chat/completions"
         self.model = model
         self.stream = stream
         self.sampling = sampling or SamplingOptions()
+        self.session_header = session_header
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
@@ -95,6 +99,13 @@ class BenchClient:
         if self.stream:
             body["stream_options"] = {"include_usage": True}
         return body
+
+    def headers(self, request: BenchRequest) -> dict[str, str]:
+        """Per request: with `session_header`, `X-Session-ID` names the consultation, which
+        session-pinning routers (vllm-router's consistent_hash) hash to pick a replica."""
+        if not self.session_header:
+            return {}
+        return {SESSION_HEADER: f"consultation-{request.conversation}"}
 
     async def send(self, request: BenchRequest) -> RequestResult:
         result = RequestResult(ok=False, start=time.perf_counter(),
@@ -114,7 +125,8 @@ class BenchClient:
         return result
 
     async def _plain(self, request: BenchRequest, result: RequestResult) -> None:
-        response = await self._http.post(self.url, json=self.body(request))
+        response = await self._http.post(self.url, json=self.body(request),
+                                         headers=self.headers(request))
         result.status = response.status_code
         if response.status_code != 200:
             _fail(result, f"http_{response.status_code}", response.text[:500])
@@ -134,7 +146,8 @@ class BenchClient:
         result.ok = True
 
     async def _stream(self, request: BenchRequest, result: RequestResult) -> None:
-        async with self._http.stream("POST", self.url, json=self.body(request)) as response:
+        async with self._http.stream("POST", self.url, json=self.body(request),
+                                     headers=self.headers(request)) as response:
             result.status = response.status_code
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")

@@ -17,6 +17,11 @@ import numpy as np
 
 from loadtests.client import RequestResult
 from loadtests.runner import RunResult
+from loadtests.server_metrics import (
+    PREFIX_CACHE_HITS,
+    PREFIX_CACHE_QUERIES,
+    prefix_cache_hit_rate,
+)
 
 PERCENTILES = (50, 90, 99)
 METRICS = ("ttft", "itl", "tpot", "e2e")
@@ -97,6 +102,11 @@ def summarize(run: RunResult, slo: Slo | None = None) -> dict:
         "mean_prompt_tokens": float(np.mean(prompt_tokens)) if prompt_tokens else None,
         **{f"{m}_ms": describe(metric_values(results, m)) for m in METRICS},
     }
+    if run.prefix_cache is not None:
+        summary["prefix_cache"] = {
+            "hit_tokens": run.prefix_cache.get(PREFIX_CACHE_HITS, 0.0),
+            "queried_tokens": run.prefix_cache.get(PREFIX_CACHE_QUERIES, 0.0),
+            "hit_rate": prefix_cache_hit_rate(run.prefix_cache)}
     if slo is not None and slo.any():
         good = sum(1 for r in results if slo.met_by(r))
         summary["slo"] = asdict(slo)
@@ -139,6 +149,9 @@ def format_table(summaries: Sequence[dict]) -> str:
     has_goodput = any("goodput" in s for s in summaries)
     if has_goodput:
         header.append("goodput")
+    has_cache = any("prefix_cache" in s for s in summaries)
+    if has_cache:
+        header.append("hit %")
     rows = [header]
     for s in summaries:
         row = [s["label"], str(s["completed"]), str(s["errors"]),
@@ -147,9 +160,15 @@ def format_table(summaries: Sequence[dict]) -> str:
                _fmt(s["tpot_ms"]["p50"]), _fmt(s["e2e_ms"]["p50"]), _fmt(s["e2e_ms"]["p99"])]
         if has_goodput:
             row.append(_fmt(s.get("goodput"), 2))
+        if has_cache:
+            rate = s.get("prefix_cache", {}).get("hit_rate")
+            row.append(_fmt(None if rate is None else 100 * rate))
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w)
                        in enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n(latencies in ms; tok/s = output tokens per second)"
+    return "\n".join(lines) + (
+        "\n(latencies in ms; tok/s = output tokens per second"
+        + ("; hit % = prefix-cache hit tokens / queried tokens over the level, from the "
+           "servers' vllm:prefix_cache_* counters)" if has_cache else ")"))

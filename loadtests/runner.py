@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,8 +18,11 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
+from loadtests import server_metrics
 from loadtests.client import BenchClient, RequestResult, SamplingOptions
 from loadtests.workloads import BenchRequest
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +54,9 @@ class RunResult:
     results: list[RequestResult]
     duration: float  # seconds from the first send to the last completion
     started_at: float = field(default_factory=time.time)  # wall clock, for the JSON
+    # The servers' prefix-cache counters over the level (server_metrics names), summed over
+    # the scraped targets; None when none were scraped.
+    prefix_cache: dict[str, float] | None = None
 
 
 @dataclass
@@ -62,6 +69,15 @@ class Target:
     stream: bool = True
     timeout: float = 600.0
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    # Send `X-Session-ID: consultation-<n>` with each request (session-pinning routers).
+    session_header: bool = False
+    # Servers whose /metrics hold the engine's prefix-cache counters: the replicas behind a
+    # router (the router's own /metrics has none); empty: `base_url` itself.
+    metrics_urls: tuple[str, ...] = ()
+
+    @property
+    def cache_targets(self) -> tuple[str, ...]:
+        return self.metrics_urls or (self.base_url,)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -143,9 +159,13 @@ async def open_loop(send, requests: Sequence[BenchRequest], rate: float, burstin
 
 
 async def run_level(client: BenchClient, requests: Sequence[BenchRequest], spec: LoadSpec,
-                    show_progress: bool = True) -> RunResult:
+                    show_progress: bool = True, cache_targets: Sequence[str] = (),
+                    api_key: str | None = None) -> RunResult:
+    """One level; with `cache_targets`, their prefix-cache counters are read before and after
+    (warm-up excluded) and the difference is the level's `prefix_cache`."""
     if spec.warmup:
         await closed_loop(client.send, requests, spec.concurrency or 1, spec.warmup, None)
+    before = await _counters(cache_targets, api_key)
     progress = tqdm(total=spec.num_requests, desc=spec.label(), unit="req", leave=False,
                     disable=not show_progress)
     started_at = time.time()
@@ -164,7 +184,23 @@ async def run_level(client: BenchClient, requests: Sequence[BenchRequest], spec:
             raise ValueError(f"mode must be 'closed' or 'open', got {spec.mode!r}")
     finally:
         progress.close()
-    return RunResult(spec, results, time.perf_counter() - start, started_at)
+    duration = time.perf_counter() - start
+    after = await _counters(cache_targets, api_key)
+    delta = before.delta(after) if before is not None and after is not None else None
+    return RunResult(spec, results, duration, started_at, delta)
+
+
+async def _counters(targets: Sequence[str], api_key: str | None
+                    ) -> server_metrics.CounterSnapshot | None:
+    """The targets' prefix-cache counters; None (with a warning) when one cannot be read: a
+    server without vLLM's metrics must not fail the load test."""
+    if not targets:
+        return None
+    try:
+        return await server_metrics.snapshot(targets, api_key=api_key)
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.warning("prefix-cache counters not read from %s: %s", ", ".join(targets), exc)
+        return None
 
 
 async def resolve_model(target: Target) -> str:
@@ -185,9 +221,10 @@ async def run_sweep_async(target: Target, requests: Sequence[BenchRequest],
     top = max((s.concurrency or 0) for s in specs) or 1024
     client = BenchClient(target.base_url, model, api_key=target.api_key, stream=target.stream,
                          timeout=target.timeout, sampling=target.sampling,
-                         max_connections=max(top, 64))
+                         max_connections=max(top, 64), session_header=target.session_header)
     try:
-        return [await run_level(client, requests, spec, show_progress) for spec in specs]
+        return [await run_level(client, requests, spec, show_progress, target.cache_targets,
+                                target.api_key) for spec in specs]
     finally:
         await client.aclose()
 

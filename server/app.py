@@ -34,6 +34,7 @@ from server.playground import PUBLIC_PATHS, add_playground
 from server.routes import Gateway, api_router
 from server.serving_chat import TRIMMED_HEADER, ChatService
 from server.serving_completions import CompletionService
+from server.serving_render import RenderService
 from server.serving_tokenize import TokenizeService
 from server.settings import ServeSettings
 from server.telemetry import Telemetry, record_of
@@ -53,12 +54,14 @@ def build_app(
 ) -> FastAPI:
     """The gateway over an already-started engine."""
     lifecycle = Lifecycle(settings.max_concurrent_requests)
+    chat = ChatService(engine, model, settings, lifecycle)
+    completions = CompletionService(engine, model, settings, lifecycle)
     gateway = Gateway(
         settings=settings, engine=engine, model=model, lifecycle=lifecycle,
         telemetry=telemetry or Telemetry(), metrics=metrics,
-        chat=ChatService(engine, model, settings, lifecycle),
-        completions=CompletionService(engine, model, settings, lifecycle),
+        chat=chat, completions=completions,
         tokenizer=TokenizeService(engine, model, settings),
+        renderer=RenderService(chat, completions),
     )
     if metrics is not None:
         # /metrics tells what /health tells: 1 alive and admitting, 0 engine dead or draining.

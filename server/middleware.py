@@ -19,8 +19,9 @@ from server.telemetry import RequestRecord, Telemetry, record_of
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# Routes anyone may call, whatever the keys.
-_OPEN_PATHS = frozenset({"/health"})
+# Routes anyone may call, whatever the keys. vllm-router 0.1.17 polls /get_load (a count of
+# requests in flight) with no Authorization header, even when given --api-key (checked).
+_OPEN_PATHS = frozenset({"/health", "/get_load"})
 
 
 async def _send_error(scope: Scope, send: Send, error: APIError,
@@ -44,8 +45,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def is_api_path(path: str) -> bool:
-    """The requests telemetry counts: the API, not health checks, metrics or documentation."""
-    return path.startswith("/v1/")
+    """The requests telemetry counts: the API, not health checks, metrics, documentation, or
+    the render calls a prefix-aware router makes to every replica for every request."""
+    return path.startswith("/v1/") and not path.endswith("/render")
 
 
 class TelemetryMiddleware:

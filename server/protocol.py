@@ -43,7 +43,7 @@ NO_EFFECT_FIELDS = frozenset({
     "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier", "request_id",
     # vllm-router's bookkeeping and reasoning-model switches (HuatuoGPT2 does not reason).
     "separate_reasoning", "stream_reasoning", "return_hidden_states", "rid", "lora_path",
-    "bootstrap_host", "bootstrap_port", "bootstrap_room", "session_params",
+    "bootstrap_host", "bootstrap_port", "bootstrap_room", "session_params", "include_reasoning",
 })
 # Fields that would change the answer and that this server does not do, with the value that
 # means "not used" (what routers send by default). Any other value is a 400 naming the field.
@@ -59,6 +59,8 @@ UNSUPPORTED_FIELDS: dict[str, tuple] = {
     "guided_grammar": (None,), "structured_outputs": (None,), "truncate_prompt_tokens": (None,),
     "return_tokens_as_token_ids": (None, False), "priority": (None, 0),
     "echo": (None, False), "prompt_logprobs": (None,),
+    # vllm-router sends false (stop strings trimmed from the answer, as here).
+    "no_stop_trim": (None, False),
 }
 
 
@@ -135,6 +137,9 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     response_format: ResponseFormat | None = None
+    # vLLM's extension: answer with `prompt_token_ids` (exactly what the engine got) and each
+    # choice's `token_ids`.
+    return_token_ids: bool = False
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self) -> ChatCompletionRequest:

@@ -28,6 +28,7 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.serving_chat import ChatService
 from server.serving_common import RequestContext, ServingResult
 from server.serving_completions import CompletionService
+from server.serving_render import RenderService
 from server.serving_tokenize import DetokenizeRequest, TokenizeRequest, TokenizeService
 from server.settings import ServeSettings
 from server.sse import SSEResponse, framed_stream
@@ -49,6 +50,7 @@ class Gateway:
     chat: ChatService
     completions: CompletionService
     tokenizer: TokenizeService
+    renderer: RenderService
 
     @property
     def healthy(self) -> bool:
@@ -76,6 +78,20 @@ def api_router(gw: Gateway) -> APIRouter:
             "id": model.name, "object": "model", "created": model.created,
             "owned_by": "huatuo-serve", "root": model.name,
             "max_model_len": model.max_model_len}]}
+
+    # For prefix-aware routers: the token ids the endpoint would give the engine (vLLM's shape).
+    @router.post("/v1/chat/completions/render", tags=["Routing"])
+    async def render_chat(body: ChatCompletionRequest) -> dict:
+        return await gw.renderer.render_chat(body)
+
+    @router.post("/v1/completions/render", tags=["Routing"])
+    async def render_completion(body: CompletionRequest) -> list[dict]:
+        return await gw.renderer.render_completion(body)
+
+    @router.get("/get_load", tags=["Routing"])
+    async def get_load() -> dict:
+        # vllm-router's power_of_two reads `load`: requests admitted and not yet finished.
+        return {"load": len(gw.lifecycle.in_flight)}
 
     @router.post("/tokenize", tags=["Tokenizer"])
     async def tokenize(body: TokenizeRequest) -> dict:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
+
+from vllm.sampling_params import SamplingParams
 
 from huatuogpt2.prompt_format import FittedPrompt, fit_to_context, parse_messages
 from server.engine import ModelInfo
@@ -66,9 +69,19 @@ def build_chat_prompt(messages: Sequence[dict], requested_max_tokens: int | None
     return fit_to_context(conversation, model.encode, model.max_model_len - reserve)
 
 
+@dataclass(frozen=True)
+class PreparedChat:
+    """What a chat request becomes before the engine sees it: the prompt (its token ids are
+    exactly what the engine gets) and the sampling parameters. The render endpoint answers
+    with this, so a router's view of the prompt is the engine's."""
+
+    fitted: FittedPrompt
+    params: SamplingParams
+    top_logprobs: int
+
+
 class ChatService(EngineService):
-    async def create(self, request: ChatCompletionRequest, ctx: RequestContext
-                     ) -> ServingResult:
+    async def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         check_model(request.model, self.model)
         check_fields(request)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
@@ -78,16 +91,22 @@ class ChatService(EngineService):
         fitted = await asyncio.to_thread(build_chat_prompt, request.messages,
                                          request.requested_max_tokens, self.model,
                                          self.settings)
-        prompt_tokens = len(fitted.token_ids)
         max_tokens = request.requested_max_tokens or min(
             int(self.model.generation_defaults.get("max_new_tokens", self.model.max_model_len)),
-            self.model.max_model_len - prompt_tokens,
+            self.model.max_model_len - len(fitted.token_ids),
         )
         top = request.top_logprobs or 0
         params = build_sampling_params(
             request, defaults=self.model.generation_defaults, max_tokens=max_tokens,
             stream=request.stream, logprobs=top if request.logprobs else None,
         )
+        return PreparedChat(fitted, params, top)
+
+    async def create(self, request: ChatCompletionRequest, ctx: RequestContext
+                     ) -> ServingResult:
+        prepared = await self.prepare(request)
+        fitted, params, top = prepared.fitted, prepared.params, prepared.top_logprobs
+        prompt_tokens = len(fitted.token_ids)
         ctx.record.prompt_tokens = prompt_tokens
         ctx.record.trimmed_turns = fitted.trimmed_rounds
         if self.settings.log_content:
@@ -99,12 +118,12 @@ class ChatService(EngineService):
             idle_timeout=self.settings.stream_idle_timeout,
         )
         if request.stream:
-            stream = self._stream(request, outputs, ctx, prompt_tokens, top)
+            stream = self._stream(request, outputs, ctx, fitted.token_ids, top)
             return ServingResult(
                 stream=await start_when_answered(stream, self.settings.sse_ping_interval),
                 headers=headers)
         return ServingResult(
-            body=await self._complete(request, outputs, ctx, prompt_tokens, top),
+            body=await self._complete(request, outputs, ctx, fitted.token_ids, top),
             headers=headers)
 
     def _base(self, ctx: RequestContext, obj: str) -> dict:
@@ -112,7 +131,7 @@ class ChatService(EngineService):
                 "model": self.model.name}
 
     async def _complete(self, request: ChatCompletionRequest, outputs: AsyncIterator,
-                        ctx: RequestContext, prompt_tokens: int, top: int) -> dict:
+                        ctx: RequestContext, prompt_ids: list[int], top: int) -> dict:
         final = None
         async for output in outputs:
             final = output
@@ -131,16 +150,23 @@ class ChatService(EngineService):
                 "message": {"role": "assistant", "content": completion.text},
                 "logprobs": chat_logprobs(completion, top) if request.logprobs else None,
                 "finish_reason": finish,
+                **({"token_ids": list(completion.token_ids)} if request.return_token_ids else {}),
             })
         if self.settings.log_content:
             ctx.record.completion_text = "\n".join(c["message"]["content"] for c in choices)
-        return {**self._base(ctx, "chat.completion"), "choices": choices,
-                "usage": usage(prompt_tokens, completion_tokens)}
+        body = {**self._base(ctx, "chat.completion"), "choices": choices,
+                "usage": usage(len(prompt_ids), completion_tokens)}
+        if request.return_token_ids:  # vLLM's extension: the ids the engine got and gave
+            body["prompt_token_ids"] = list(prompt_ids)
+        return body
 
     async def _stream(self, request: ChatCompletionRequest, outputs: AsyncIterator,
-                      ctx: RequestContext, prompt_tokens: int, top: int
+                      ctx: RequestContext, prompt_ids: list[int], top: int
                       ) -> AsyncIterator[dict]:
         base = self._base(ctx, "chat.completion.chunk")
+        prompt_tokens = len(prompt_ids)
+        # vLLM's extension: the prompt's ids on the first chunk, each delta's ids on its chunk.
+        first_extra = {"prompt_token_ids": list(prompt_ids)} if request.return_token_ids else {}
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         texts: list[list[str]] = [[] for _ in range(request.n)]
         completion_tokens = 0
@@ -155,7 +181,7 @@ class ChatService(EngineService):
                         for index in range(request.n):
                             yield {**base, "choices": [{
                                 "index": index, "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None, "finish_reason": None}]}
+                                "logprobs": None, "finish_reason": None}], **first_extra}
                     for completion in output.outputs:
                         completion_tokens += len(completion.token_ids)
                         ctx.record.tokens_streamed(completion.index,
@@ -165,15 +191,18 @@ class ChatService(EngineService):
                             finish = FINISH_REASONS.get(completion.finish_reason, "stop")
                             ctx.record.finish_reasons.append(finish)
                         # Tokens that end inside a UTF-8 character carry no text yet.
-                        if not completion.text and finish is None and not request.logprobs:
+                        if (not completion.text and finish is None and not request.logprobs
+                                and not request.return_token_ids):
                             continue
                         if self.settings.log_content:
                             texts[completion.index].append(completion.text)
                         delta = {"content": completion.text} if completion.text else {}
                         logprobs = chat_logprobs(completion, top) if request.logprobs else None
-                        yield {**base, "choices": [{
-                            "index": completion.index, "delta": delta, "logprobs": logprobs,
-                            "finish_reason": finish}]}
+                        choice = {"index": completion.index, "delta": delta,
+                                  "logprobs": logprobs, "finish_reason": finish}
+                        if request.return_token_ids:
+                            choice["token_ids"] = list(completion.token_ids)
+                        yield {**base, "choices": [choice]}
             if include_usage:
                 yield {**base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
         finally:

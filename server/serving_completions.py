@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+from vllm.sampling_params import SamplingParams
 from vllm.utils.async_utils import merge_async_iterators
 
 from server.errors import bad_request
@@ -41,6 +43,17 @@ def completion_logprobs(completion, top: int, offset: int) -> dict:
     """The generated tokens' logprobs, their text offsets starting at `offset`."""
     return LegacyLogprobs(offset).extend(completion.token_ids, completion.logprobs,
                                          top).as_dict()
+
+
+@dataclass(frozen=True)
+class PreparedCompletion:
+    """What a completion request becomes before the engine sees it: per prompt its text (None
+    for token ids) and the token ids the engine gets; the echoed texts; the sampling
+    parameters. The render endpoint answers with this."""
+
+    prompts: list[tuple[str | None, list[int]]]
+    texts: list[str | None]
+    params: SamplingParams
 
 
 class CompletionService(EngineService):
@@ -87,7 +100,7 @@ class CompletionService(EngineService):
             texts.append(text)
         return texts
 
-    async def create(self, request: CompletionRequest, ctx: RequestContext) -> ServingResult:
+    async def prepare(self, request: CompletionRequest) -> PreparedCompletion:
         check_model(request.model, self.model)
         check_fields(request)
         check_max_tokens(request.max_tokens, "max_tokens", self.model, self.settings)
@@ -112,6 +125,11 @@ class CompletionService(EngineService):
             stream=request.stream, logprobs=top,
             prompt_logprobs=top if request.echo else None,
         )
+        return PreparedCompletion(prompts, texts, params)
+
+    async def create(self, request: CompletionRequest, ctx: RequestContext) -> ServingResult:
+        prepared = await self.prepare(request)
+        prompts, texts, params = prepared.prompts, prepared.texts, prepared.params
         prompt_tokens = sum(len(ids) for _, ids in prompts) * request.n
         ctx.record.prompt_tokens = prompt_tokens
         if self.settings.log_content:
