@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from loadtests import bench_router
 from loadtests.client import SamplingOptions
 from loadtests.report import Slo, format_table, results_json, summarize, write_json
 from loadtests.runner import LoadSpec, Target, run_sweep, sweep_specs
@@ -99,7 +100,8 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{run,compare}")
+    sub = parser.add_subparsers(dest="bench_command", required=True,
+                                metavar="{run,compare,router}")
     run_parser = sub.add_parser("run", help="Load-test one OpenAI-compatible server.",
                                 description="Load-test one OpenAI-compatible server.")
     run_parser.add_argument("--base-url", default=os.environ.get("HUATUO_BENCH_BASE_URL",
@@ -145,6 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="Extra flags for vLLM's api_server (one string).")
     _add_workload_arguments(cmp_parser)
     _add_load_arguments(cmp_parser)
+    router_parser = sub.add_parser(
+        "router", help="Two replicas behind vllm-router: policies and failover compared.",
+        description="Start two `huatuo serve` replicas and vllm-router with each policy; "
+                    "multi-turn consultations; prefix-cache hit rate, TTFT, throughput, and a "
+                    "replica killed mid-run (docs/scaling.md).")
+    bench_router.add_arguments(router_parser)
 
 
 class UsageError(Exception):
@@ -213,10 +221,11 @@ def _error(message: str, code: int) -> int:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    if args.jsonl is not None and not args.jsonl.is_file():
-        raise UsageError(f"--jsonl {args.jsonl}: no such file")
-    if args.tokenizer is not None and not args.tokenizer.is_dir():
-        raise UsageError(f"--tokenizer {args.tokenizer}: no such checkpoint directory")
+    jsonl, tokenizer = getattr(args, "jsonl", None), getattr(args, "tokenizer", None)
+    if jsonl is not None and not jsonl.is_file():
+        raise UsageError(f"--jsonl {jsonl}: no such file")
+    if tokenizer is not None and not tokenizer.is_dir():
+        raise UsageError(f"--tokenizer {tokenizer}: no such checkpoint directory")
     model_dir = getattr(args, "model_dir", None)
     if model_dir is not None and not (model_dir / "config.json").is_file():
         raise UsageError(f"--model-dir {model_dir}: not a checkpoint directory (no config.json)")
@@ -245,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
         _check_paths(args)
         if args.bench_command == "compare":
             return run_compare_command(args)
+        if args.bench_command == "router":
+            return bench_router.run(args)
         return run_bench_command(args)
     except UsageError as exc:
         return _error(str(exc), 2)

@@ -31,6 +31,16 @@ def huatuo_serve_argv(port: int, args: list[str]) -> list[str]:
             *args]
 
 
+def vllm_router_argv(port: int, worker_urls: list[str], policy: str, prometheus_port: int,
+                     args: list[str] = ()) -> list[str]:
+    """vllm-router (the pinned dev dependency, installed next to this Python) in front of
+    `worker_urls`; its Prometheus metrics on their own port, as the router serves them."""
+    router = Path(sys.executable).with_name("vllm-router")
+    return [str(router), "--host", "127.0.0.1", "--port", str(port), "--worker-urls",
+            *worker_urls, "--policy", policy, "--prometheus-host", "127.0.0.1",
+            "--prometheus-port", str(prometheus_port), *args]
+
+
 class ServerProcess:
     """A server child process whose output goes to `log_path`; ready when /health is 200."""
 
@@ -95,6 +105,15 @@ class ServerProcess:
         assert self.process is not None
         pid = self.process.pid
         return _cpu_or_zero(pid), sum(_cpu_or_zero(child) for child in descendants(pid))
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: a replica that crashes (failover tests)."""
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(30)
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, wait up to `timeout`, then end whatever is left of the process group."""

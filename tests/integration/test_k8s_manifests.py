@@ -27,6 +27,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import all_versions, major_minor
 
+from tests.support import crd_schema
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 BIN = Path(sys.executable).parent
@@ -282,8 +284,28 @@ def test_pinned_kubernetes_version_has_shipped_schemas() -> None:
     assert major_minor(K8S_VERSION) in {major_minor(v) for v in all_versions()}
 
 
+# Custom resources of the routing overlays, validated against their published CRDs' schemas
+# (vendored in k8s/crds/ with release and source: tests/support/crd_schema.py).
+VENDORED_CRDS = {
+    ("inference.networking.k8s.io/v1", "InferencePool"):
+        "inference.networking.k8s.io_inferencepools.v1.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway.networking.k8s.io_httproutes.v1.json",
+}
+
+
+@functools.cache
+def _vendored_validator(file: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(
+        crd_schema.strict_json_schema(crd_schema.load(file)["openAPIV3Schema"]))
+
+
 def _validate(obj: dict) -> None:
-    if obj["kind"] == "ScaledObject":
+    vendored = VENDORED_CRDS.get((obj["apiVersion"], obj["kind"]))
+    if vendored is not None:
+        # The CRD schema leaves metadata to the API server: check it as core objects do.
+        _vendored_validator(vendored).validate({**obj, "metadata": {}})
+        jsonschema.Draft202012Validator(_METADATA).validate(obj["metadata"])
+    elif obj["kind"] == "ScaledObject":
         schema_dir = (Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
                       / f"v{K8S_VERSION}-local-strict")
         registry = _definitions_registry(schema_dir)
@@ -815,3 +837,134 @@ def test_documented_kubernetes_objects_validate() -> None:
     assert [o["kind"] for o in core] == ["HorizontalPodAutoscaler"]
     for obj in core:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+# --- routing: vllm-router and the Inference Extension (issue 17) -------------------------------
+
+ROUTING_OVERLAYS = {
+    "huatuogpt2-7b-router": {"Role", "RoleBinding"},
+    "huatuogpt2-7b-inference-pool": {"Role", "RoleBinding", "InferencePool", "HTTPRoute"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROUTING_OVERLAYS))
+def test_routing_overlays_validate_and_add_to_the_7b_overlay(name: str) -> None:
+    routed = fresh(name)
+    plain = {(o["kind"], o["metadata"]["name"]) for o in fresh("huatuogpt2-7b").objects}
+    kinds = {o["kind"] for o in routed.objects}
+    assert ROUTING_OVERLAYS[name] <= kinds
+    # Everything of the plain overlay is still there (configmap hashes aside).
+    assert {k for k in plain if k[0] not in ("ConfigMap",)} <= {
+        (o["kind"], o["metadata"]["name"]) for o in routed.objects}
+    for obj in routed.objects:
+        _validate(obj)
+
+
+def test_vendored_crd_schemas_name_their_release_and_source() -> None:
+    for (api_version, kind), file in VENDORED_CRDS.items():
+        meta = crd_schema.load(file)
+        assert f"{meta['group']}/{meta['version']}" == api_version and meta["kind"] == kind
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", meta["release"])
+        assert meta["source"].startswith("https://github.com/kubernetes-sigs/")
+        assert f"/{meta['release']}/" in meta["source"]
+
+
+@pytest.mark.parametrize("kind,break_it", [
+    ("InferencePool", lambda o: o["spec"].pop("selector")),
+    ("InferencePool", lambda o: o["spec"]["targetPorts"][0].update(number=0)),
+    ("InferencePool", lambda o: o["spec"]["endpointPickerRef"].update(failureMod="FailOpen")),
+    ("HTTPRoute", lambda o: o["spec"]["rules"][0]["backendRefs"][0].update(weigth=1)),
+    ("HTTPRoute", lambda o: o["spec"]["rules"][0]["matches"][0]["path"].update(type="Prefix")),
+])
+def test_vendored_crd_schemas_reject_broken_objects(kind: str, break_it) -> None:
+    obj = fresh("huatuogpt2-7b-inference-pool").one(kind)
+    _validate(copy.deepcopy(obj))
+    break_it(obj)
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(obj)
+
+
+def _flag_values(args: list[str], flag: str) -> list[str]:
+    """The values of `--flag=value` or `--flag v1 v2 ...` (up to the next flag)."""
+    for i, arg in enumerate(args):
+        if arg.startswith(f"{flag}="):
+            return [arg.split("=", 1)[1]]
+        if arg == flag:
+            values = []
+            for value in args[i + 1:]:
+                if value.startswith("--"):
+                    break
+                values.append(value)
+            return values
+    return []
+
+
+def test_router_discovers_the_server_pods_and_routes_by_prefix() -> None:
+    built = fresh("huatuogpt2-7b-router")
+    router = built.one("Deployment", "huatuo-router")["spec"]["template"]["spec"]
+    (container,) = router["containers"]
+    args = container["args"]
+    assert _flag_values(args, "--policy") == ["cache_aware"]
+    assert "--service-discovery" in args
+    selector = dict(pair.split("=", 1) for pair in _flag_values(args, "--selector"))
+    server_labels = built.deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector and selector.items() <= server_labels.items()
+    router_labels = built.one("Deployment", "huatuo-router")["spec"]["template"]["metadata"][
+        "labels"]
+    assert not selector.items() <= router_labels.items()  # it never routes to itself
+    (http,) = [p for p in built.server["ports"] if p["name"] == "http"]
+    assert _flag_values(args, "--service-discovery-port") == [str(http["containerPort"])]
+    assert _flag_values(args, "--health-check-endpoint") == [
+        built.server["readinessProbe"]["httpGet"]["path"]]
+    # Discovery reads pods through the API: the service account may list and watch them.
+    assert router["serviceAccountName"] == "huatuo-router"
+    (rule,) = built.one("Role", "huatuo-router")["rules"]
+    assert rule["resources"] == ["pods"] and {"list", "watch"} <= set(rule["verbs"])
+    # Its metrics port is what the Service exposes and the ServiceMonitor scrapes.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert _flag_values(args, "--prometheus-port") == [str(ports["metrics"])]
+    service = built.one("Service", "huatuo-router")
+    monitor = built.one("ServiceMonitor", "huatuo-router")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert _flag_values(args, "--port") == [str(ports["http"])]
+
+
+def test_inference_pool_selects_the_server_pods_and_its_picker() -> None:
+    built = fresh("huatuogpt2-7b-inference-pool")
+    pool = built.one("InferencePool", "huatuo-serve")
+    server_labels = built.deployment["spec"]["template"]["metadata"]["labels"]
+    assert pool["spec"]["selector"]["matchLabels"].items() <= server_labels.items()
+    (http,) = [p for p in built.server["ports"] if p["name"] == "http"]
+    assert pool["spec"]["targetPorts"] == [{"number": http["containerPort"]}]
+    picker = pool["spec"]["endpointPickerRef"]
+    epp_service = built.one("Service", picker["name"])
+    assert picker["port"]["number"] in {p["port"] for p in epp_service["spec"]["ports"]}
+    epp = built.one("Deployment", picker["name"])["spec"]["template"]["spec"]
+    (container,) = epp["containers"]
+    assert _flag_values(container["args"], "--pool-name") == [pool["metadata"]["name"]]
+    # The picker's configuration file is the one mounted from its ConfigMap.
+    (config_file,) = _flag_values(container["args"], "--config-file")
+    (mount,) = container["volumeMounts"]
+    assert config_file.startswith(mount["mountPath"] + "/")
+    (volume,) = epp["volumes"]
+    config = next(o for o in built.all("ConfigMap")
+                  if o["metadata"]["name"] == volume["configMap"]["name"])
+    picker_config = yaml.safe_load(config["data"][Path(config_file).name])
+    assert {p["type"] for p in picker_config["plugins"]} >= {
+        "prefix-cache-scorer", "queue-scorer", "kv-cache-utilization-scorer"}
+    # The HTTPRoute sends the API to the pool.
+    route = built.one("HTTPRoute", "huatuo-serve")
+    (backend,) = route["spec"]["rules"][0]["backendRefs"]
+    assert (backend["group"], backend["kind"], backend["name"]) == (
+        "inference.networking.k8s.io", "InferencePool", pool["metadata"]["name"])
+
+
+def test_the_picker_can_read_replica_metrics_without_a_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The picker scrapes /metrics keyless: the pool's settings make the server allow it."""
+    namespace = serve_namespace(fresh("huatuogpt2-7b-inference-pool"), monkeypatch)
+    assert namespace.public_metrics is True
+    plain = serve_namespace(fresh("huatuogpt2-7b"), monkeypatch)
+    assert plain.public_metrics is False

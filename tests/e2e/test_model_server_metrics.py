@@ -1,0 +1,71 @@
+"""The model-server protocol on /metrics (issue 17): what the Gateway API Inference Extension's
+and llm-d's endpoint pickers read, under vLLM's names, from the shared live server.
+
+The pickers score replicas by queue (`vllm:num_requests_waiting`), batch
+(`vllm:num_requests_running`) and KV-cache use (`vllm:kv_cache_usage_perc`), and size the
+prefix-cache scorer from `vllm:cache_config_info`'s `block_size` and `num_gpu_blocks` labels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.server_process import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+PROTOCOL_GAUGES = ("vllm:num_requests_waiting", "vllm:num_requests_running",
+                   "vllm:kv_cache_usage_perc")
+
+
+def samples(server: ServerProcess) -> dict[str, list]:
+    text = httpx.get(f"{server.base_url}/metrics", timeout=30).text
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(sample)
+    return out
+
+
+def test_the_pickers_metrics_are_exported_under_vllms_names(server: ServerProcess) -> None:
+    found = samples(server)
+    for name in PROTOCOL_GAUGES:
+        assert name in found, f"{name} missing from /metrics"
+        assert all(s.value >= 0 for s in found[name])
+    (info,) = found["vllm:cache_config_info"]
+    assert info.value == 1.0
+    assert int(info.labels["block_size"]) > 0 and int(info.labels["num_gpu_blocks"]) > 0
+    assert info.labels["enable_prefix_caching"] == "True"
+
+
+def test_running_requests_are_counted_while_a_stream_runs(server: ServerProcess) -> None:
+    body = {"model": _model(server), "messages": [{"role": "user", "content": "头痛怎么办？"}],
+            "max_tokens": 400, "ignore_eos": True, "stream": True}
+    first_chunk = threading.Event()
+
+    def stream() -> None:
+        with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body,
+                          timeout=120) as response:
+            for _ in response.iter_lines():
+                first_chunk.set()
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    try:
+        assert first_chunk.wait(60)
+        running = 0.0
+        deadline = time.monotonic() + 10
+        while running < 1 and time.monotonic() < deadline and worker.is_alive():
+            running = sum(s.value for s in samples(server)["vllm:num_requests_running"])
+        assert running >= 1
+    finally:
+        worker.join(120)
+
+
+def _model(server: ServerProcess) -> str:
+    return httpx.get(f"{server.base_url}/v1/models", timeout=30).json()["data"][0]["id"]
