@@ -99,7 +99,7 @@ def test_cache_aware_keeps_each_consultations_turns_on_one_replica(
 def test_render_ids_are_the_prompt_ids_the_chat_request_used(
         router: ServerProcess, replicas: list[ServerProcess]) -> None:
     # Long enough that the oldest rounds are trimmed to fit the 512-token context.
-    messages = consultation_turns(7, 1)[0] * 1
+    messages = consultation_turns(7, 1)[0]
     for i in range(12):
         messages = [*messages, {"role": "assistant", "content": f"回答{i}：注意休息，多喝水。" * 3},
                     {"role": "user", "content": f"追问{i}：还要吃药吗？"}]

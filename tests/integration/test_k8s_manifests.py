@@ -968,3 +968,20 @@ def test_the_picker_can_read_replica_metrics_without_a_key(
     assert namespace.public_metrics is True
     plain = serve_namespace(fresh("huatuogpt2-7b"), monkeypatch)
     assert plain.public_metrics is False
+
+
+def test_router_image_pins_the_router_the_tests_ran() -> None:
+    """The image the overlay runs installs the vllm-router release of the dev extra (the one the
+    e2e tests and the benchmark ran), and its tag says so."""
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["dev"]
+    (pin,) = [d for d in dev if d.startswith("vllm-router==")]
+    version = pin.split("==")[1]
+    dockerfile = K8S / "components" / "vllm-router" / "Dockerfile"
+    assert f"pip install --no-cache-dir {pin}" in dockerfile.read_text()
+    router = fresh("huatuogpt2-7b-router").one("Deployment", "huatuo-router")
+    (container,) = router["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(f":{version}")
+    lint = subprocess.run([str(BIN / "hadolint"), "--no-color", str(dockerfile)],
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
