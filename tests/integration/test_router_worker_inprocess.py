@@ -9,6 +9,7 @@ real replicas runs in tests/e2e/test_router.py.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import msgspec
@@ -180,3 +181,21 @@ def test_render_calls_are_not_counted_as_api_requests() -> None:
     text = asyncio.run(go())
     assert 'endpoint="/v1/chat/completions",model="fake",status="200"} 1.0' in text
     assert 'endpoint="other"' not in text
+
+
+def test_streamed_return_token_ids_gives_the_prompt_first_then_each_deltas_ids() -> None:
+    engine = RecordingEngine()
+
+    async def go():
+        app = build_app(ServeSettings(api_key=[KEY]), engine, fake_model())
+        async with client_for(app) as client:
+            return await client.post("/v1/chat/completions", json=chat(
+                [{"role": "user", "content": "头痛"}], max_tokens=5, stream=True,
+                return_token_ids=True))
+
+    response = asyncio.run(go())
+    chunks = [json.loads(line[6:]) for line in response.text.splitlines()
+              if line.startswith("data: {")]
+    assert chunks[0]["prompt_token_ids"] == engine.prompts[0]
+    assert all("prompt_token_ids" not in c for c in chunks[1:])
+    assert [i for c in chunks[1:] for i in c["choices"][0]["token_ids"]] == [0, 1, 2, 3, 4]
