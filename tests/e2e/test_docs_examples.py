@@ -38,7 +38,7 @@ from tests.support.doc_examples import (
     huatuo_argv,
     read_blocks,
 )
-from tests.support.server_process import ROOT, ServerProcess, start_server
+from tests.support.server_process import ROOT, ServerProcess, free_port
 
 BLOCKS = [block for path in documents(ROOT) if path.exists() for block in read_blocks(path)]
 MARKED = [b for b in BLOCKS if b.marker is not None]
@@ -111,11 +111,34 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """`huatuo serve` with no model: the embedded demo model, served as `huatuo-demo`."""
+    """What `make demo` runs, without its training: `huatuo demo --untrained` serves the
+    embedded demo model as `huatuo-demo` (fp32)."""
     cache_dir = tmp_path_factory.mktemp("cache")
-    proc = start_server(["--cache-dir", str(cache_dir)], cache_dir / "server.log")
+    port = free_port()
+    env = {**os.environ, "HUATUO_CACHE_DIR": str(cache_dir), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    proc = ServerProcess([sys.executable, "-m", "huatuo", "demo", "--untrained", "--host",
+                          "127.0.0.1", "--port", str(port)], cache_dir / "demo.log", port=port,
+                         env=env, name="huatuo demo").start_ready()
     yield proc
     proc.stop()
+
+
+@pytest.mark.e2e
+def test_demo_start_is_quiet_and_ends_with_the_examples(docs_server: ServerProcess) -> None:
+    """`make demo`'s output before it serves: no progress-bar fragments, no INFO lines of
+    vLLM's start-up, and the address, page and examples are the last lines."""
+    log = docs_server.log_text()
+    last = "Stop the server with Ctrl+C."
+    assert last in log, f"no examples printed once ready:\n{log}"
+    # Printed from the server's start-up hook: nothing comes between it and the first request.
+    before_ready = log[:log.index(last) + len(last)]
+    lines = before_ready.splitlines()
+    assert "\r" not in before_ready, "progress bars written into a non-terminal"
+    assert not [line for line in lines if re.search(r"\bINFO\b.*\[\w+\.py:\d+\]", line)], (
+        f"vLLM INFO lines at --log-level info:\n{before_ready}")
+    ready = next(i for i, line in enumerate(lines) if line.startswith("Ready: "))
+    assert f"http://127.0.0.1:{docs_server.port}/" in "\n".join(lines[ready:]), before_ready
+    print(f"huatuo demo --untrained printed {len(lines)} lines before it served")
 
 
 def _fresh_shell_env(clone: Path, tmp: Path) -> dict[str, str]:
