@@ -26,7 +26,7 @@ PARSE_ONLY_KINDS = {
     "serve": "starts a server that runs until stopped",
     "gpu": "needs NVIDIA GPUs",
     "docker": "needs Docker",
-    "cluster": "needs a Kubernetes cluster",
+    "cluster": "needs a Kubernetes cluster, or kubectl on the PATH",
     "external": "needs something from outside: downloaded weights or data, another API",
 }
 KINDS = RUN_KINDS | PARSE_ONLY_KINDS.keys()
