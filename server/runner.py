@@ -64,6 +64,7 @@ async def _serve(settings: ServeSettings, model_dir: Path,
 async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
                         on_ready: Callable[[], None] | None) -> int:
     model = describe_model(engine, settings, model_dir)
+    _log_kv_capacity(engine, model.max_model_len)
     metrics = GatewayMetrics([model.name])
     exit_code = 0
     server: _Server | None = None
@@ -108,6 +109,15 @@ async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
                 settings.port)
     await server.serve()
     return exit_code
+
+
+def _log_kv_capacity(engine, max_model_len: int) -> None:
+    """The capacity figures operators size replicas by (k8s/README.md), at info level: vLLM's
+    own start-up lines are shown only with --log-level debug."""
+    cache = engine.vllm_config.cache_config
+    tokens = (cache.num_gpu_blocks or 0) * cache.block_size
+    logger.info("KV cache: %s tokens; maximum concurrency for %s tokens per request: %.1fx",
+                f"{tokens:,}", f"{max_model_len:,}", tokens / max_model_len)
 
 
 async def _drain_then_exit(app, server: uvicorn.Server, timeout: float) -> None:
