@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from adapters.checkpoint.auto import prepare_for_serving
@@ -35,7 +36,9 @@ def resolve_model_dir(settings: ServeSettings) -> Path:
     return prepare_for_serving(path, settings.cache_dir)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, on_ready: Callable[[], None] | None = None) -> int:
+    """Serve; `on_ready` runs once the server accepts requests (`huatuo demo` prints its
+    examples there, so they are the last lines before it is ready)."""
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
     model_dir = resolve_model_dir(settings)
@@ -46,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from server.runner import serve  # imports vLLM: only once the checkpoint is ready
 
-    return serve(settings, model_dir)
+    return serve(settings, model_dir, on_ready)

@@ -14,7 +14,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -23,6 +23,7 @@ import uvloop
 from server.access_log import AccessLog
 from server.app import build_app
 from server.engine import describe_model, running_engine
+from server.logging_setup import third_party_level
 from server.metrics import GatewayMetrics
 from server.settings import ServeSettings
 from server.telemetry import CompositeTelemetry
@@ -32,24 +33,38 @@ EXIT_ENGINE_DEAD = 1
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self.on_ready = on_ready
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # SIGTERM/SIGINT are ours (see the module docstring), not uvicorn's
 
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()  # the socket is bound: what it prints is the last line before ready
 
-def serve(settings: ServeSettings, model_dir: Path) -> int:
+
+def serve(settings: ServeSettings, model_dir: Path,
+          on_ready: Callable[[], None] | None = None) -> int:
+    """Serve until stopped; `on_ready` runs once the engine is up and the port is bound."""
     # uvloop writes SSE chunks to sockets in C; asyncio's Python transport cost the gateway
     # about a fifth of its CPU in profiles (docs/performance.md).
-    return uvloop.run(_serve(settings, model_dir))
+    return uvloop.run(_serve(settings, model_dir, on_ready))
 
 
-async def _serve(settings: ServeSettings, model_dir: Path) -> int:
+async def _serve(settings: ServeSettings, model_dir: Path,
+                 on_ready: Callable[[], None] | None) -> int:
     with running_engine(settings, model_dir) as engine:
-        return await _serve_engine(settings, model_dir, engine)
+        return await _serve_engine(settings, model_dir, engine, on_ready)
 
 
-async def _serve_engine(settings: ServeSettings, model_dir: Path, engine) -> int:
+async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
+                        on_ready: Callable[[], None] | None) -> int:
     model = describe_model(engine, settings, model_dir)
+    _log_kv_capacity(engine, model.max_model_len)
     metrics = GatewayMetrics([model.name])
     exit_code = 0
     server: _Server | None = None
@@ -68,12 +83,13 @@ async def _serve_engine(settings: ServeSettings, model_dir: Path, engine) -> int
     gc.collect()
     gc.freeze()
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        app, host=settings.host, port=settings.port,
+        log_level=third_party_level(settings.log_level),
         access_log=False, timeout_keep_alive=30,
         # Streams are already ended by our drain; uvicorn only closes idle connections.
         timeout_graceful_shutdown=5,
     )
-    server = _Server(config)
+    server = _Server(config, on_ready)
     loop = asyncio.get_running_loop()
     drain_task: asyncio.Task | None = None
 
@@ -93,6 +109,15 @@ async def _serve_engine(settings: ServeSettings, model_dir: Path, engine) -> int
                 settings.port)
     await server.serve()
     return exit_code
+
+
+def _log_kv_capacity(engine, max_model_len: int) -> None:
+    """The capacity figures operators size replicas by (k8s/README.md), at info level: vLLM's
+    own start-up lines are shown only with --log-level debug."""
+    cache = engine.vllm_config.cache_config
+    tokens = (cache.num_gpu_blocks or 0) * cache.block_size
+    logger.info("KV cache: %s tokens; maximum concurrency for %s tokens per request: %.1fx",
+                f"{tokens:,}", f"{max_model_len:,}", tokens / max_model_len)
 
 
 async def _drain_then_exit(app, server: uvicorn.Server, timeout: float) -> None:

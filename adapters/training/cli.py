@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"training.resume: no checkpoint directory {resume}", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
+    if not sys.stderr.isatty():  # progress bars only on a terminal (read by transformers)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from adapters.training.packing import SampleTooLong
     from adapters.training.readers import DataError
     from adapters.training.train import BaseModelError

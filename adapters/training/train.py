@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,7 +138,13 @@ def train(config: TrainConfig, extra_callbacks: Sequence = (), export: bool = Tr
     import torch
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers.utils import logging as transformers_logging
 
+    # Progress bars only on a terminal: in a log they are hundreds of \r-joined fragments
+    # (without them the Trainer prints one line of loss per logging step instead).
+    on_terminal = sys.stderr.isatty()
+    if not on_terminal:
+        transformers_logging.disable_progress_bar()
     t = config.training
     output_dir = Path(t.output_dir)
     bf16 = config.model.dtype == "bf16"
@@ -168,7 +175,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence = (), export: bool = Tr
         seed=t.seed,
         deepspeed=t.deepspeed or None,
         use_cpu=t.use_cpu,
-        disable_tqdm=False,
+        disable_tqdm=not on_terminal,
     )
     state = PartialState()
     world = args.world_size
