@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from http import HTTPStatus
 
+import orjson
+
 from huatuogpt2.prompt_format import FittedPrompt, fit_to_context, parse_messages
 from server.engine import ModelInfo
 from server.errors import APIError, bad_request
@@ -64,6 +66,20 @@ def build_chat_prompt(messages: Sequence[dict], requested_max_tokens: int | None
     conversation = parse_messages(messages, settings.system_policy)
     reserve = requested_max_tokens or model.default_max_new_tokens
     return fit_to_context(conversation, model.encode, model.max_model_len - reserve)
+
+
+class TextDeltaChunk:
+    """The encoded JSON of the commonest chunk, a piece of text and nothing else, built from a
+    template: the per-request part is encoded once, only the text per chunk. Byte for byte
+    what encoding the equivalent dict gives (tests/unit/test_sse_chunks.py)."""
+
+    def __init__(self, base: dict) -> None:
+        self._head = orjson.dumps(base)[:-1] + b',"choices":[{"index":'
+        self._tail = b'},"logprobs":null,"finish_reason":null}]}'
+
+    def encode(self, index: int, text: str) -> bytes:
+        return (self._head + str(index).encode() + b',"delta":{"content":' + orjson.dumps(text)
+                + self._tail)
 
 
 class ChatService(EngineService):
@@ -139,8 +155,9 @@ class ChatService(EngineService):
 
     async def _stream(self, request: ChatCompletionRequest, outputs: AsyncIterator,
                       ctx: RequestContext, prompt_tokens: int, top: int
-                      ) -> AsyncIterator[dict]:
+                      ) -> AsyncIterator[dict | bytes]:
         base = self._base(ctx, "chat.completion.chunk")
+        text_chunk = TextDeltaChunk(base)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         texts: list[list[str]] = [[] for _ in range(request.n)]
         completion_tokens = 0
@@ -169,6 +186,9 @@ class ChatService(EngineService):
                             continue
                         if self.settings.log_content:
                             texts[completion.index].append(completion.text)
+                        if finish is None and not request.logprobs:
+                            yield text_chunk.encode(completion.index, completion.text)
+                            continue
                         delta = {"content": completion.text} if completion.text else {}
                         logprobs = chat_logprobs(completion, top) if request.logprobs else None
                         yield {**base, "choices": [{
