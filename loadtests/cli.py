@@ -99,7 +99,8 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{run,compare}")
+    sub = parser.add_subparsers(dest="bench_command", required=True,
+                                metavar="{run,compare,suite}")
     run_parser = sub.add_parser("run", help="Load-test one OpenAI-compatible server.",
                                 description="Load-test one OpenAI-compatible server.")
     run_parser.add_argument("--base-url", default=os.environ.get("HUATUO_BENCH_BASE_URL",
@@ -138,6 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="Extra flags for vLLM's api_server (one string).")
     _add_workload_arguments(cmp_parser)
     _add_load_arguments(cmp_parser)
+    from loadtests.suite_cli import add_suite_parser
+
+    add_suite_parser(sub)
 
 
 class UsageError(Exception):
@@ -238,6 +242,10 @@ def run(args: argparse.Namespace) -> int:
         _check_paths(args)
         if args.bench_command == "compare":
             return run_compare_command(args)
+        if args.bench_command == "suite":
+            from loadtests.suite_cli import run_suite_command
+
+            return run_suite_command(args)
         return run_bench_command(args)
     except UsageError as exc:
         return _error(str(exc), 2)
