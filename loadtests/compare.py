@@ -45,6 +45,8 @@ class EngineSettings:
     max_num_seqs: int | None = None
     kv_cache_space: int = 1  # GiB, VLLM_CPU_KVCACHE_SPACE (vLLM parses it as an int)
     seed: int = 0
+    # No torch.compile / graphs: starts in seconds instead of minutes on a busy CPU machine.
+    enforce_eager: bool = False
     extra_ours: list[str] = field(default_factory=list)
     extra_vllm: list[str] = field(default_factory=list)
 
@@ -55,6 +57,8 @@ class EngineSettings:
             flags += ["--max-model-len", str(self.max_model_len)]
         if self.max_num_seqs:
             flags += ["--max-num-seqs", str(self.max_num_seqs)]
+        if self.enforce_eager:
+            flags += ["--enforce-eager"]
         return flags
 
 

@@ -90,6 +90,7 @@ def engine_args(settings: dict):
         model=settings["model_dir"], max_model_len=settings.get("max_model_len"),
         dtype=settings.get("dtype", "auto"), seed=settings.get("seed", 0),
         max_num_seqs=settings.get("max_num_seqs"),
+        enforce_eager=settings.get("enforce_eager", False),
         # The ceiling: no per-step statistics (both servers keep theirs for /metrics).
         disable_log_stats=True, enable_log_requests=False)
 

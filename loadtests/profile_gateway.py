@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Run `huatuo serve` from this source tree (before/after).")
     parser.add_argument("--record", default=None, metavar="NAME",
                         help="Record as docs/results/NAME.json.")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="No torch.compile: a start in seconds on a busy machine.")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="huatuo-profile-"))
     model_dir = args.model_dir
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         from huatuogpt2.demo_checkpoint import build_tiny_llama
 
         model_dir = build_tiny_llama(work / "tiny-huatuo")
-    settings = EngineSettings(model_dir=model_dir, max_model_len=1024, dtype="float32")
+    settings = EngineSettings(model_dir=model_dir, max_model_len=1024, dtype="float32",
+                              enforce_eager=args.enforce_eager)
     print(f"expected duration: 1-4 min (server start, then {args.num_requests} requests)",
           file=sys.stderr, flush=True)
     result = profile(args.server, settings, args.concurrency, args.num_requests,

@@ -1,10 +1,11 @@
 """`huatuo bench suite`: the whole performance table in one command.
 
-Every workload (`single`, `multi`, `long`) at every concurrency, against `huatuo serve` and
-vLLM's own `api_server` on the same checkpoint and settings, and against the engine's limit
-(`loadtests.limit`: AsyncLLM in process, no HTTP). Both servers stay up; each (workload, level,
-repeat) sends the same requests to both, in alternating order (ours first on even repeats, vLLM
-first on odd ones), so slow drifts of a shared machine hit both alike. Medians over repeats.
+Every workload (`single`, `multi`, `long`) at every concurrency, against the engine's limit
+(`loadtests.limit`: AsyncLLM in process, no HTTP; run first, alone on the machine), then
+against `huatuo serve` and vLLM's own `api_server` on the same checkpoint and settings.
+Both servers stay up; each (workload, level, repeat) sends the same requests to both, in
+alternating order (ours first on even repeats, vLLM first on odd ones), so slow drifts of a
+shared machine hit both alike. Medians over repeats.
 
 Each repeat draws its own requests (seed + repeat, + level): the engines keep their prefix
 caches between runs, and a multi-turn workload sent twice would hit its own earlier run.
@@ -180,7 +181,8 @@ def run_limit(settings: EngineSettings, items: Sequence[Item], sampling: Samplin
     plan = {
         "settings": {"model_dir": str(settings.model_dir),
                      "max_model_len": settings.max_model_len, "dtype": settings.dtype,
-                     "seed": settings.seed, "max_num_seqs": settings.max_num_seqs},
+                     "seed": settings.seed, "max_num_seqs": settings.max_num_seqs,
+                     "enforce_eager": settings.enforce_eager},
         "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p,
                      "seed": sampling.seed, "extra_body": sampling.extra_body},
         "runs": [],
@@ -330,15 +332,22 @@ def run_suite(settings: EngineSettings, options: SuiteOptions, sampling: Samplin
          f"{options.repeats} repeats x {'3' if options.limit else '2'} sides, "
          f"{options.duration or 'unbounded'} s per run)")
     items = build_items(options, settings.model_dir, max_model_len)
+    limit: dict[str, dict] = {}
+    if options.limit:
+        try:
+            limit = run_limit(settings, items, sampling, output_dir / "logs")
+        except subprocess.CalledProcessError as exc:
+            # The servers' figures are still worth having; the table shows "-" for the limit.
+            _say(f"the limit failed ({exc}); see {output_dir / 'logs' / 'limit.log'}")
     measured = run_servers(settings, items, sampling, output_dir / "logs",
                            options.ours_source)
-    limit = run_limit(settings, items, sampling, output_dir / "logs") if options.limit else {}
     rows = aggregate(items, measured, limit)
     data = {"options": {k: (str(v) if isinstance(v, Path) else v)
                         for k, v in options.__dict__.items()},
             "settings": {"model_dir": str(settings.model_dir), "dtype": settings.dtype,
                          "max_model_len": settings.max_model_len,
-                         "kv_cache_space_gib": settings.kv_cache_space},
+                         "kv_cache_space_gib": settings.kv_cache_space,
+                         "enforce_eager": settings.enforce_eager},
             "sampling": sampling.fields(),
             "wall_s": time.time() - started,
             "rows": rows}

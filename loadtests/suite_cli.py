@@ -60,6 +60,9 @@ def add_suite_parser(sub) -> None:
     parser.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
                         help="Send ignore_eos so every answer is --max-tokens long on every "
                              "side (the same work), default on.")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="Every side without torch.compile: starts in seconds, not minutes, "
+                             "on a busy CPU machine (and measures the eager engine).")
     parser.add_argument("--no-limit", action="store_true", help="Skip the in-process limit.")
     parser.add_argument("--ours-source", type=Path, default=None,
                         help="Run `huatuo serve` from this source tree (e.g. `git archive` of "
@@ -83,7 +86,8 @@ def run_suite_command(args: argparse.Namespace) -> int:
         model_dir = build_tiny_llama(Path(tempfile.mkdtemp(prefix="huatuo-suite-model-")) /
                                      "tiny-huatuo")
     settings = EngineSettings(model_dir=model_dir, max_model_len=args.max_model_len,
-                              dtype=args.dtype, kv_cache_space=args.kv_cache_space)
+                              dtype=args.dtype, kv_cache_space=args.kv_cache_space,
+                              enforce_eager=args.enforce_eager)
     options = SuiteOptions(workloads=args.workloads, concurrency=args.concurrency,
                            num_requests=args.num_requests, duration=args.duration,
                            repeats=args.repeats, warmup=args.warmup,
