@@ -44,7 +44,7 @@ from loadtests.workloads import single_turn
 # Frames every sample of the event loop's thread shares: not informative.
 _ROOT_FRAMES = re.compile(r"runpy|__main__|huatuo/cli\.py|huatuo/serve\.py|server/runner\.py|"
                           r"uvloop/__init__|asyncio/runners|api_server\.py|uvloop|"
-                          r"threading\.py|vllm/entrypoints/cli|vllm/utils/")
+                          r"threading\.py|vllm/entrypoints/cli|vllm/entrypoints/launchers|vllm/utils/")
 
 
 def top_functions(raw: str, count: int = 20) -> tuple[list[tuple[str, float]], int]:
