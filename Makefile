@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup test lint demo clean prometheus-tools browser-tools
+.PHONY: setup test lint demo clean prometheus-tools browser-tools bench-table
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,13 @@ test: setup lint prometheus-tools browser-tools
 
 demo: setup
 	$(BIN)/huatuo demo --host $(HOST) --port $(PORT)
+
+# The performance table of docs/performance.md: every workload, ours vs vLLM's server vs the
+# engine's limit. About an hour on 2 cores; bound it with BENCH_ARGS="--duration 10 --repeats 2".
+BENCH_ARGS ?=
+bench-table: setup
+	$(BIN)/huatuo bench suite --record bench-suite $(BENCH_ARGS)
+	$(BIN)/huatuo figures
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -6,8 +6,9 @@ the converter process's high-water mark (VmHWM via wait4), divided by the larges
 (posix_fadvise DONTNEED), so they read from disk; a plain cold read and a cold copy of the same
 files give the disk's own speed for comparison.
 
-    python -m loadtests.bench_convert --size-gb 5 --workdir /tmp/convert-bench
+    python -m loadtests.bench_convert --size-gb 5 --workdir /tmp/convert-bench [--record]
 
+`--record` writes the table as docs/results/convert-speed.json for `huatuo figures`.
 It drives the converter as a user does, through `huatuo convert` in a child process.
 """
 
@@ -179,15 +180,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", default="safetensors,bin")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/huatuo-convert-bench"))
     parser.add_argument("--keep", action="store_true", help="Keep the synthetic checkpoints.")
+    parser.add_argument("--record", action="store_true",
+                        help="Record the table for the docs (docs/results/convert-speed.json).")
     args = parser.parse_args(argv)
+    formats = args.formats.split(",")
     fixed = 2 * 2 * VOCAB * HIDDEN
     layers = max(1, round((args.size_gb * 1e9 - fixed) / _layer_bytes()))
+    size_gb = (fixed + layers * _layer_bytes()) / 1e9  # at least the embeddings and one layer
+    # Per format: build, then per mode a cold read, a cold copy (read + write) and the
+    # conversion (read + write): about 6 reads and 4 writes of the source, at ~0.2 GB/s here.
+    expected = size_gb * len(formats) * 11 / 0.2
+    print(f"expected duration: about {expected / 60:.0f} min at 0.2 GB/s "
+          f"({size_gb:.1f} GB x {len(formats)} formats x 2 modes)", flush=True)
     base = baseline_rss()
     print(f"machine: {os.cpu_count()} CPUs; synthetic Baichuan2-7B-shaped checkpoint, bf16, "
           f"{layers} layers; converter import baseline RSS {base / 1e9:.2f} GB")
     results = []
     try:
-        for fmt in args.formats.split(","):
+        for fmt in formats:
             src = args.workdir / f"src-{fmt}"
             if not (src / "config.json").exists():
                 print(f"building {src} ...", flush=True)
@@ -208,19 +218,42 @@ def main(argv: list[str] | None = None) -> int:
                        "peak_rss_gb": peak / 1e9, "largest_input_shard_gb": largest_in / 1e9,
                        "largest_output_shard_gb": largest_out / 1e9,
                        "rss_over_largest_shard": peak / largest, **disk,
-                       "vs_cold_copy": total / seconds / 1e9 / disk["cold_copy_gbps"]}
+                       "vs_cold_copy": total / seconds / 1e9 / disk["cold_copy_gbps"],
+                       "vs_cold_read": total / seconds / 1e9 / disk["cold_read_gbps"]}
                 results.append(row)
                 print(f"{fmt:<11} {label:<16} {total / 1e9:5.2f} GB in {seconds:6.1f} s = "
                       f"{row['gbps']:.2f} GB/s; peak RSS {peak / 1e9:.2f} GB = "
                       f"{row['rss_over_largest_shard']:.2f} x largest shard "
-                      f"({largest / 1e9:.2f} GB); {row['vs_cold_copy']:.2f} x cold copy speed",
+                      f"({largest / 1e9:.2f} GB); {row['vs_cold_read']:.2f} x cold read, "
+                      f"{row['vs_cold_copy']:.2f} x cold copy speed",
                       flush=True)
                 shutil.rmtree(dst)
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
     print(json.dumps(results, indent=2))
+    if args.record:
+        from figures.record import write_result
+
+        path = write_result(RESULT_NAME, markdown(results), data={"results": results},
+                            inline={"source_gb": f"{results[0]['source_gb']:.2f}"})
+        print(f"recorded {path}; run `huatuo figures`")
     return 0
+
+
+RESULT_NAME = "convert-speed"
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| source | manifest hashes | converter | cold read just before | x cold read "
+             "| cold copy (read + write + fsync) | x cold copy | peak RSS / largest shard |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['format']} | {r['mode']} | {r['gbps']:.2f} GB/s "
+                     f"| {r['cold_read_gbps']:.2f} GB/s | {r['vs_cold_read']:.2f} "
+                     f"| {r['cold_copy_gbps']:.2f} GB/s | {r['vs_cold_copy']:.2f} "
+                     f"| {r['rss_over_largest_shard']:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests import bench_router
+from loadtests import bench_router, suite_cli
 from loadtests.client import SamplingOptions
 from loadtests.report import Slo, format_table, results_json, summarize, write_json
 from loadtests.runner import LoadSpec, Target, run_sweep, sweep_specs
@@ -101,7 +101,7 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", required=True,
-                                metavar="{run,compare,router}")
+                                metavar="{run,compare,suite,router}")
     run_parser = sub.add_parser("run", help="Load-test one OpenAI-compatible server.",
                                 description="Load-test one OpenAI-compatible server.")
     run_parser.add_argument("--base-url", default=os.environ.get("HUATUO_BENCH_BASE_URL",
@@ -147,6 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="Extra flags for vLLM's api_server (one string).")
     _add_workload_arguments(cmp_parser)
     _add_load_arguments(cmp_parser)
+    suite_cli.add_suite_parser(sub)
     router_parser = sub.add_parser(
         "router", help="Two replicas behind vllm-router: policies and failover compared.",
         description="Start two `huatuo serve` replicas and vllm-router with each policy; "
@@ -256,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
             return run_compare_command(args)
         if args.bench_command == "router":
             return bench_router.run(args)
+        if args.bench_command == "suite":
+            return suite_cli.run_suite_command(args)
         return run_bench_command(args)
     except UsageError as exc:
         return _error(str(exc), 2)

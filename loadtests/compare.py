@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.report import Slo, summarize
+from loadtests.report import Slo, describe, summarize
 from loadtests.runner import LoadSpec, RunResult, Target, run_sweep_async
+from loadtests.server_metrics import prefix_cache_hit_rate, snapshot
 from loadtests.server_process import ServerProcess, free_port, huatuo_serve_argv
 from loadtests.workloads import BenchRequest
 
@@ -44,6 +45,8 @@ class EngineSettings:
     max_num_seqs: int | None = None
     kv_cache_space: int = 1  # GiB, VLLM_CPU_KVCACHE_SPACE (vLLM parses it as an int)
     seed: int = 0
+    # No torch.compile / graphs: starts in seconds instead of minutes on a busy CPU machine.
+    enforce_eager: bool = False
     extra_ours: list[str] = field(default_factory=list)
     extra_vllm: list[str] = field(default_factory=list)
 
@@ -54,6 +57,8 @@ class EngineSettings:
             flags += ["--max-model-len", str(self.max_model_len)]
         if self.max_num_seqs:
             flags += ["--max-num-seqs", str(self.max_num_seqs)]
+        if self.enforce_eager:
+            flags += ["--enforce-eager"]
         return flags
 
 
@@ -84,27 +89,52 @@ class Measurement:
     run: RunResult
     api_cpu_s: float
     engine_cpu_s: float
+    # Prefix-cache hit rate during the run (the engine's counters on /metrics), when known.
+    prefix_hit_rate: float | None = None
 
     def summary(self, slo: Slo | None) -> dict:
         s = summarize(self.run, slo)
         done = max(s["completed"], 1)
         s["api_cpu_ms_per_request"] = 1000.0 * self.api_cpu_s / done
         s["engine_cpu_ms_per_request"] = 1000.0 * self.engine_cpu_s / done
+        s["prefix_cache_hit_rate"] = self.prefix_hit_rate
+        s.update(turn_ttfts(self.run))
         return s
+
+
+def turn_ttfts(run: RunResult) -> dict:
+    """TTFT p50 of first turns and of later turns (multi-turn workloads: a later turn's
+    history is a prefix the server may have cached)."""
+    ok = [r for r in run.results if r.ok and r.ttft is not None]
+    return {"ttft_p50_first_turn": describe(r.ttft for r in ok if r.turn == 0)["p50"],
+            "ttft_p50_later_turns": describe(r.ttft for r in ok if r.turn > 0)["p50"]}
+
+
+async def _hit_counters(base_url: str):
+    try:
+        return await snapshot([base_url])
+    except Exception:  # noqa: BLE001 - a server without /metrics: no hit rate, not a failure
+        return None
 
 
 async def measure_level(server: ServerProcess, target: Target,
                         requests: Sequence[BenchRequest], spec: LoadSpec,
-                        show_progress: bool) -> tuple[RunResult, float, float]:
+                        show_progress: bool) -> tuple[RunResult, float, float, float | None]:
+    """One level against one server: its run, the API process's and the engine's CPU
+    seconds, and the prefix-cache hit rate during the measured requests."""
     if spec.warmup:
         warm = LoadSpec("closed", spec.concurrency or 1, None, 1.0, spec.warmup, None, 0,
                         spec.seed)
         await run_sweep_async(target, requests, [warm], show_progress=False)
+    before = await _hit_counters(server.base_url)
     api0, engine0 = server.cpu()
     measured = LoadSpec(**{**spec.__dict__, "warmup": 0})
     (run,) = await run_sweep_async(target, requests, [measured], show_progress)
     api1, engine1 = server.cpu()
-    return run, api1 - api0, engine1 - engine0
+    after = await _hit_counters(server.base_url)
+    hit_rate = (prefix_cache_hit_rate(before.delta(after))
+                if before is not None and after is not None else None)
+    return run, api1 - api0, engine1 - engine0, hit_rate
 
 
 def run_compare(settings: EngineSettings, requests: Sequence[BenchRequest],
@@ -135,9 +165,9 @@ def run_compare(settings: EngineSettings, requests: Sequence[BenchRequest],
     def record(server: ServerProcess, repeat: int, spec: LoadSpec) -> None:
         print(f"[compare] {server.name} repeat {repeat + 1}/{repeats} {spec.label()}",
               file=sys.stderr, flush=True)
-        run, api, engine = asyncio.run(
+        run, api, engine, hits = asyncio.run(
             measure_level(server, target_for(server), requests, spec, show_progress))
-        measurements.append(Measurement(server.name, repeat, run, api, engine))
+        measurements.append(Measurement(server.name, repeat, run, api, engine, hits))
 
     if schedule == "alone":
         for repeat in range(repeats):

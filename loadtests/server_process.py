@@ -45,8 +45,10 @@ class ServerProcess:
     """A server child process whose output goes to `log_path`; ready when /health is 200."""
 
     def __init__(self, argv: list[str], log_path: Path, *, port: int,
-                 env: dict[str, str] | None = None, name: str = "server") -> None:
+                 env: dict[str, str] | None = None, name: str = "server",
+                 cwd: Path | None = None) -> None:
         self.name = name
+        self.cwd = cwd or ROOT  # another source tree runs another version (before/after)
         self.argv = argv
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
@@ -57,7 +59,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
+            self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -22,9 +22,12 @@ and engine-health gauges are declared with multiprocess modes that aggregate cor
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
+import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -205,9 +208,7 @@ class GatewayMetrics(Telemetry):
         if record.ttft is not None:
             self.ttft.labels(model, endpoint).observe(record.ttft)
         if record.token_gaps:
-            itl = self.itl.labels(model, endpoint)
-            for gap in record.token_gaps:
-                itl.observe(gap)
+            observe_many(self.itl.labels(model, endpoint), record.token_gaps)
         if record.client_disconnected:
             self.disconnects.labels(model, endpoint).inc()
         if record.stream_error:
@@ -239,6 +240,20 @@ async def watch_event_loop_lag(histogram: Histogram,
         started = loop.time()
         await asyncio.sleep(interval)
         histogram.observe(max(0.0, loop.time() - started - interval))
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """`histogram.observe(v)` for every value, with one increment per bucket touched instead of
+    two locked increments per value: inter-token gaps come one per token, and observing them
+    one by one was a visible share of the API process's CPU per request. Uses the histogram's
+    own bounds and values (prometheus_client internals; tests/unit/test_metrics.py checks the
+    result equals observing one by one)."""
+    if not values:
+        return
+    bounds = histogram._upper_bounds
+    for index, count in collections.Counter(bisect.bisect_left(bounds, v) for v in values).items():
+        histogram._buckets[index].inc(count)
+    histogram._sum.inc(math.fsum(values))
 
 
 def _in_flight_key(record: RequestRecord) -> str:

@@ -9,9 +9,8 @@ working for clients that are gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -153,16 +152,16 @@ async def serve_request(
         if result.stream is not None:
             events = framed_stream(result.stream, request_id, on_error=record.stream_failed)
             handed_to_stream = True
-            delivered = asyncio.Event()  # every event was handed to the server
 
             async def client_gone() -> None:
-                # sse-starlette also reports the disconnect that follows a complete stream.
-                if not delivered.is_set():
-                    record.client_gone()
+                record.client_gone()
 
-            return SSEResponse(_finishing(events, gw, record, delivered), result.headers,
+            def stream_ended() -> None:
+                gw.lifecycle.release(record.completion_id)
+
+            return SSEResponse(events, result.headers,
                                ping_interval=gw.settings.sse_ping_interval,
-                               on_disconnect=client_gone)
+                               on_disconnect=client_gone, on_end=stream_ended)
         return JSONResponse(result.body, headers=result.headers)
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
         error = to_api_error(exc, request_id)
@@ -194,21 +193,6 @@ async def _unless_disconnected(work: Awaitable[ServingResult], request: Request,
         if record.client_disconnected:
             return None
         raise
-
-
-async def _finishing(events: AsyncIterator[bytes], gw: Gateway, record: RequestRecord,
-                     delivered: asyncio.Event) -> AsyncIterator[bytes]:
-    """Pass a stream through; release the admission slot when it ends in any way.
-
-    `aclosing` closes the whole chain down to the engine's generator at once when the client
-    goes away, which aborts the engine request."""
-    try:
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
-        delivered.set()
-    finally:
-        gw.lifecycle.release(record.completion_id)
 
 
 async def _wait_disconnect(request: Request) -> None:

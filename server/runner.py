@@ -19,6 +19,7 @@ from pathlib import Path
 
 import uvicorn
 import uvloop
+from vllm.envs import enable_envs_cache
 
 from server.access_log import AccessLog
 from server.app import build_app
@@ -78,6 +79,9 @@ async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
     app = build_app(settings, engine, model,
                     telemetry=CompositeTelemetry(metrics, AccessLog(settings.log_content)),
                     metrics=metrics, on_engine_dead=on_engine_dead)
+    # vLLM reads its settings from os.environ on every access, and its stat logger and output
+    # processor access some per token: freeze them now, as vLLM does in its engine core.
+    enable_envs_cache()
     # Everything imported so far lives as long as the process: move it out of the collector's
     # way, or a full collection (about 340 ms here) stalls every stream now and then.
     gc.collect()

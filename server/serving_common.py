@@ -42,7 +42,7 @@ class ServingResult:
     """A JSON body, or a stream of payloads to frame as SSE; plus response headers."""
 
     body: dict | None = None
-    stream: AsyncIterator[dict] | None = None
+    stream: AsyncIterator[dict | bytes] | None = None  # bytes: a payload already encoded
     headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -299,9 +299,15 @@ def write_shards(
                 f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
                 weight_map[spec.name] = file_name
                 on_tensor(spec)
-            # Durable before the staging directory is renamed into place.
-            f.flush()
-            os.fsync(f.fileno())
+    # Durable before the staging directory is renamed into place. One fsync per file at the
+    # end, not after each shard: the kernel writes a finished shard back while the next one is
+    # read and converted, instead of the conversion waiting for each shard's write-back.
+    for file_name in names:
+        fd = os.open(directory / file_name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     index = {
         "metadata": {"total_size": sum(t.nbytes for s in shards for t in s)},
         "weight_map": weight_map,

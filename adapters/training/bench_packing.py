@@ -1,7 +1,10 @@
 """Packing efficiency on a training config's data, upstream greedy vs windowed best-fit.
 
     python -m adapters.training.bench_packing [--config adapters/training/configs/tiny-cpu.yaml]
-        [--max-seq-len 512,1024,4096] [--window-rows 64]
+        [--max-seq-len 512,1024,4096] [--window-rows 64] [--record]
+
+`--record` writes the table as docs/results/training-packing.json (`huatuo figures` renders it
+into docs/performance.md, and its inline figures into docs/training.md).
 
 Reads, priority-samples and tokenises the data exactly as `huatuo train` does (for
 `model.path: tiny-random` the tiny tokenizer is built in a temporary directory), then packs it
@@ -59,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--max-seq-len", default="512,1024,4096")
     parser.add_argument("--window-rows", type=int, default=DEFAULT_WINDOW_ROWS)
+    parser.add_argument("--record", action="store_true",
+                        help="Record the figures for the docs "
+                             "(docs/results/training-packing.json).")
     args = parser.parse_args(argv)
     widths = tuple(int(w) for w in args.max_seq_len.split(","))
     results = measure(args.config, widths, args.window_rows)
@@ -69,7 +75,42 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['max_seq_len']:>11} {r['strategy']:>8} {r['rows']:>5} {r['tokens']:>7} "
               f"{r['efficiency']:>10.1%} {r['bound']:>7.1%} {r['without_emptiest_row']:>16.1%}")
+    if args.record:
+        from figures.record import write_result
+
+        path = write_result(RESULT_NAME, markdown(results, args.config.name, args.window_rows),
+                            inline=inline(results), data={"results": results})
+        print(f"recorded {path}; run `huatuo figures`")
     return 0
+
+
+RESULT_NAME = "training-packing"
+
+
+def markdown(results: list[dict], config_name: str, window_rows: int) -> str:
+    samples = results[0]["samples"]
+    lines = [f"Data of `{config_name}` ({samples} sample slots, {results[0]['tokens']:,} "
+             f"tokens), bfd windows of {window_rows} rows.", "",
+             "| max_seq_len | strategy | rows | efficiency | bound | rows but the emptiest |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['max_seq_len']} | {r['strategy']} | {r['rows']} | "
+                     f"{r['efficiency']:.1%} | {r['bound']:.1%} | "
+                     f"{r['without_emptiest_row']:.1%} |")
+    return "\n".join(lines)
+
+
+def inline(results: list[dict]) -> dict[str, str]:
+    """`<strategy>_<max_seq_len>` (efficiency), `<strategy>_<max_seq_len>_rows`,
+    `bound_<max_seq_len>`, `samples`, `tokens`."""
+    out = {"samples": str(results[0]["samples"]), "tokens": f"{results[0]['tokens']:,}"}
+    for r in results:
+        key = f"{r['strategy']}_{r['max_seq_len']}"
+        out[key] = f"{r['efficiency']:.1%}"
+        out[f"{key}_rows"] = str(r["rows"])
+        out[f"{key}_rest"] = f"{r['without_emptiest_row']:.1%}"
+        out[f"bound_{r['max_seq_len']}"] = f"{r['bound']:.1%}"
+    return out
 
 
 def _without_emptiest(rows) -> float:

@@ -231,3 +231,27 @@ def test_non_streamed_ttft_is_the_engines_first_token_not_the_whole_answer() -> 
     unknown = RequestRecord(request_id="r", endpoint=CHAT)
     unknown.tokens_finished(10, None)
     assert unknown.ttft is None
+
+
+def test_observe_many_equals_observing_one_by_one() -> None:
+    """The batched ITL observation gives the exposition one observe() per value gives,
+    boundaries (a value equal to a bucket's bound) and the +Inf bucket included."""
+    from prometheus_client import Histogram
+
+    from server.metrics import observe_many
+
+    values = [0.0, 0.001, 0.0049, 0.005, 0.0051, 0.2, 0.2, 3.0, 1e9, 0.05]
+    one, many = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.001, 0.005, 0.05, 0.2, 1.0)
+    single = Histogram("itl", "gaps", ["model"], buckets=buckets, registry=one)
+    batched = Histogram("itl", "gaps", ["model"], buckets=buckets, registry=many)
+    for value in values:
+        single.labels("m").observe(value)
+    observe_many(batched.labels("m"), values)
+    observe_many(batched.labels("m"), [])
+    from prometheus_client import generate_latest
+
+    def without_created(payload: bytes) -> dict:
+        return {k: v for k, v in samples(payload).items() if not k[0].endswith("_created")}
+
+    assert without_created(generate_latest(many)) == without_created(generate_latest(one))
