@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 from adapters.checkpoint.auto import prepare_for_serving
+from huatuo.cli import EXIT_USAGE
 from huatuogpt2.demo_checkpoint import ensure_demo_model
 from server.logging_setup import configure_logging
+from server.lora import AdapterError, check_startup_adapters
 from server.settings import ServeSettings, add_serve_arguments, settings_from_args
 
 logger = logging.getLogger("huatuo.serve")
@@ -39,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
     model_dir = resolve_model_dir(settings)
+    try:
+        adapters = check_startup_adapters(settings, model_dir)
+    except (AdapterError, ValueError) as exc:
+        print(f"huatuo serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # The CPU backend otherwise tries to reserve most of the machine's memory for the KV cache.
     if settings.kv_cache_space is not None:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_space)
@@ -46,4 +54,4 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from server.runner import serve  # imports vLLM: only once the checkpoint is ready
 
-    return serve(settings, model_dir)
+    return serve(settings, model_dir, adapters)

@@ -23,7 +23,10 @@ import uvloop
 from server.access_log import AccessLog
 from server.app import build_app
 from server.engine import describe_model, running_engine
+from server.lora import Adapter, BaseModel, engine_lora_args
+from server.lora_admin import LoraAdmin
 from server.metrics import GatewayMetrics
+from server.served_models import ServedModels
 from server.settings import ServeSettings
 from server.telemetry import CompositeTelemetry
 
@@ -37,20 +40,38 @@ class _Server(uvicorn.Server):
         yield  # SIGTERM/SIGINT are ours (see the module docstring), not uvicorn's
 
 
-def serve(settings: ServeSettings, model_dir: Path) -> int:
+def serve(settings: ServeSettings, model_dir: Path, adapters: list[Adapter] = ()) -> int:
+    """Serve `model_dir` and the already-checked LoRA `adapters` (server.lora)."""
     # uvloop writes SSE chunks to sockets in C; asyncio's Python transport cost the gateway
     # about a fifth of its CPU in profiles (docs/performance.md).
-    return uvloop.run(_serve(settings, model_dir))
+    return uvloop.run(_serve(settings, model_dir, list(adapters)))
 
 
-async def _serve(settings: ServeSettings, model_dir: Path) -> int:
-    with running_engine(settings, model_dir) as engine:
-        return await _serve_engine(settings, model_dir, engine)
+async def _serve(settings: ServeSettings, model_dir: Path, adapters: list[Adapter]) -> int:
+    with running_engine(settings, model_dir, adapters) as engine:
+        return await _serve_engine(settings, model_dir, engine, adapters)
 
 
-async def _serve_engine(settings: ServeSettings, model_dir: Path, engine) -> int:
+async def _served_models(engine, name: str, adapters: list[Adapter]) -> ServedModels:
+    """The base and its adapters, each adapter's weights loaded into the engine now (so the
+    first request does not pay for it)."""
+    served = ServedModels(name)
+    for adapter in adapters:
+        request = served.new_request(adapter)
+        await engine.add_lora(request)
+        served.add(request)
+    return served
+
+
+async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
+                        adapters: list[Adapter]) -> int:
     model = describe_model(engine, settings, model_dir)
-    metrics = GatewayMetrics([model.name])
+    served = await _served_models(engine, model.name, adapters)
+    metrics = GatewayMetrics(served.names())
+    lora_admin = None
+    if settings.allow_runtime_lora:
+        lora_admin = LoraAdmin(settings, engine, served, BaseModel.read(model_dir),
+                               engine_lora_args(settings, adapters)["max_lora_rank"], metrics)
     exit_code = 0
     server: _Server | None = None
 
@@ -62,7 +83,8 @@ async def _serve_engine(settings: ServeSettings, model_dir: Path, engine) -> int
 
     app = build_app(settings, engine, model,
                     telemetry=CompositeTelemetry(metrics, AccessLog(settings.log_content)),
-                    metrics=metrics, on_engine_dead=on_engine_dead)
+                    metrics=metrics, on_engine_dead=on_engine_dead, served=served,
+                    lora_admin=lora_admin)
     # Everything imported so far lives as long as the process: move it out of the collector's
     # way, or a full collection (about 340 ms here) stalls every stream now and then.
     gc.collect()
@@ -89,8 +111,8 @@ async def _serve_engine(settings: ServeSettings, model_dir: Path, engine) -> int
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    logger.info("Serving %s (%s) on http://%s:%d", model.name, model_dir, settings.host,
-                settings.port)
+    logger.info("Serving %s (%s) on http://%s:%d", ", ".join(served.names()), model_dir,
+                settings.host, settings.port)
     await server.serve()
     return exit_code
 

@@ -20,7 +20,6 @@ from server.serving_common import (
     ServingResult,
     check_fields,
     check_max_tokens,
-    check_model,
     usage,
 )
 from server.settings import ServeSettings
@@ -69,7 +68,7 @@ def build_chat_prompt(messages: Sequence[dict], requested_max_tokens: int | None
 class ChatService(EngineService):
     async def create(self, request: ChatCompletionRequest, ctx: RequestContext
                      ) -> ServingResult:
-        check_model(request.model, self.model)
+        lora = self.pick_model(request.model, ctx)
         check_fields(request)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_max_tokens(request.requested_max_tokens, param, self.model, self.settings)
@@ -96,7 +95,7 @@ class ChatService(EngineService):
         outputs = guarded_outputs(
             self.engine, self.lifecycle, fitted.token_ids, params, ctx.engine_request_id,
             queue_timeout=self.settings.queue_timeout,
-            idle_timeout=self.settings.stream_idle_timeout,
+            idle_timeout=self.settings.stream_idle_timeout, lora_request=lora,
         )
         if request.stream:
             stream = self._stream(request, outputs, ctx, prompt_tokens, top)
@@ -109,7 +108,7 @@ class ChatService(EngineService):
 
     def _base(self, ctx: RequestContext, obj: str) -> dict:
         return {"id": ctx.engine_request_id, "object": obj, "created": ctx.created,
-                "model": self.model.name}
+                "model": ctx.model}
 
     async def _complete(self, request: ChatCompletionRequest, outputs: AsyncIterator,
                         ctx: RequestContext, prompt_tokens: int, top: int) -> dict:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from server.engine import ModelInfo
-from server.errors import APIError, bad_request
+from server.errors import bad_request
 from server.lifecycle import Lifecycle
 from server.protocol import SamplingFields
+from server.served_models import ServedModels
 from server.settings import ServeSettings
 from server.telemetry import RequestRecord
 
 if TYPE_CHECKING:
+    from vllm.lora.request import LoRARequest
     from vllm.v1.engine.async_llm import AsyncLLM
 
 # vLLM's finish reasons -> OpenAI's.
@@ -35,6 +36,7 @@ class RequestContext:
     engine_request_id: str
     record: RequestRecord
     created: int = field(default_factory=lambda: int(time.time()))
+    model: str = ""  # the served name the client asked for (the base or an adapter)
 
 
 @dataclass
@@ -50,20 +52,18 @@ class EngineService:
     """What both endpoints' serving logic holds."""
 
     def __init__(self, engine: AsyncLLM, model: ModelInfo, settings: ServeSettings,
-                 lifecycle: Lifecycle) -> None:
+                 lifecycle: Lifecycle, served: ServedModels | None = None) -> None:
         self.engine = engine
         self.model = model
         self.settings = settings
         self.lifecycle = lifecycle
+        self.served = served or ServedModels(model.name)
 
-
-def check_model(requested: str, model: ModelInfo) -> None:
-    if requested != model.name:
-        raise APIError(
-            HTTPStatus.NOT_FOUND,
-            f"The model '{requested}' does not exist. This server serves '{model.name}'.",
-            param="model", code="model_not_found",
-        )
+    def pick_model(self, requested: str, ctx: RequestContext) -> LoRARequest | None:
+        """The weights `requested` names (None: the base model); 404 listing the served names."""
+        lora = self.served.resolve(requested)
+        ctx.model = requested
+        return lora
 
 
 def check_fields(request: SamplingFields) -> None:

@@ -29,7 +29,6 @@ from server.serving_common import (
     ServingResult,
     check_fields,
     check_max_tokens,
-    check_model,
     usage,
 )
 from server.sse import start_when_answered
@@ -88,7 +87,7 @@ class CompletionService(EngineService):
         return texts
 
     async def create(self, request: CompletionRequest, ctx: RequestContext) -> ServingResult:
-        check_model(request.model, self.model)
+        lora = self.pick_model(request.model, ctx)
         check_fields(request)
         check_max_tokens(request.max_tokens, "max_tokens", self.model, self.settings)
         if request.max_tokens == 0 and not request.echo:
@@ -125,7 +124,7 @@ class CompletionService(EngineService):
             guarded_outputs(
                 self.engine, self.lifecycle, ids, params, engine_id,
                 queue_timeout=self.settings.queue_timeout,
-                idle_timeout=self.settings.stream_idle_timeout,
+                idle_timeout=self.settings.stream_idle_timeout, lora_request=lora,
             )
             for (_, ids), engine_id in zip(prompts, engine_ids, strict=True)
         ]
@@ -194,14 +193,14 @@ class CompletionService(EngineService):
         if self.settings.log_content:
             ctx.record.completion_text = "\n".join(c["text"] for c in choices)
         return {"id": ctx.engine_request_id, "object": "text_completion",
-                "created": ctx.created, "model": self.model.name, "choices": choices,
+                "created": ctx.created, "model": ctx.model, "choices": choices,
                 "usage": usage(prompt_tokens, completion_tokens)}
 
     async def _stream(self, request: CompletionRequest, merged: AsyncIterator,
                       ctx: RequestContext, texts: list[str | None], prompt_tokens: int
                       ) -> AsyncIterator[dict]:
         base = {"id": ctx.engine_request_id, "object": "text_completion",
-                "created": ctx.created, "model": self.model.name}
+                "created": ctx.created, "model": ctx.model}
         scoring_only = request.max_tokens == 0
         completion_tokens = 0
         echoed: set[int] = set()
