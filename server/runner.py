@@ -32,6 +32,7 @@ from server.telemetry import CompositeTelemetry
 
 logger = logging.getLogger("huatuo.serve")
 EXIT_ENGINE_DEAD = 1
+EXIT_ADAPTER_FAILED = 1  # the work failed (huatuo/cli.py); bad --lora values exit 2 earlier
 
 
 class _Server(uvicorn.Server):
@@ -58,15 +59,27 @@ async def _served_models(engine, name: str, adapters: list[Adapter]) -> ServedMo
     served = ServedModels(name)
     for adapter in adapters:
         request = served.new_request(adapter)
-        await engine.add_lora(request)
+        try:
+            await engine.add_lora(request)
+        except Exception as exc:  # noqa: BLE001 - the engine's own reason, for the operator
+            raise AdapterLoadFailed(f"LoRA adapter '{adapter.name}' ({adapter.path}): the "
+                                    f"engine could not load it: {exc}") from exc
         served.add(request)
     return served
+
+
+class AdapterLoadFailed(Exception):
+    """An adapter passed our checks but the engine refused it: the server does not start."""
 
 
 async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
                         adapters: list[Adapter]) -> int:
     model = describe_model(engine, settings, model_dir)
-    served = await _served_models(engine, model.name, adapters)
+    try:
+        served = await _served_models(engine, model.name, adapters)
+    except AdapterLoadFailed as exc:
+        logger.error("%s", exc)
+        return EXIT_ADAPTER_FAILED
     metrics = GatewayMetrics(served.names())
     lora_admin = None
     if settings.allow_runtime_lora:
