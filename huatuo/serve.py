@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from adapters.checkpoint.auto import prepare_for_serving
+from huatuo.cli import EXIT_USAGE
 from huatuogpt2.demo_checkpoint import ensure_demo_model
 from server.logging_setup import configure_logging
+from server.lora import AdapterError, check_startup_adapters
 from server.settings import ServeSettings, add_serve_arguments, settings_from_args
 
 logger = logging.getLogger("huatuo.serve")
@@ -42,6 +45,11 @@ def run(args: argparse.Namespace, on_ready: Callable[[], None] | None = None) ->
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
     model_dir = resolve_model_dir(settings)
+    try:
+        adapters = check_startup_adapters(settings, model_dir)
+    except (AdapterError, ValueError) as exc:
+        print(f"huatuo serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # The CPU backend otherwise tries to reserve most of the machine's memory for the KV cache.
     if settings.kv_cache_space is not None:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_space)
@@ -49,4 +57,4 @@ def run(args: argparse.Namespace, on_ready: Callable[[], None] | None = None) ->
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from server.runner import serve  # imports vLLM: only once the checkpoint is ready
 
-    return serve(settings, model_dir, on_ready)
+    return serve(settings, model_dir, adapters, on_ready)

@@ -23,6 +23,7 @@ from server import __version__
 from server.engine import ModelInfo
 from server.errors import APIError, error_response, to_api_error
 from server.lifecycle import Lifecycle
+from server.lora_admin import ADMIN_PATHS, LoraAdmin
 from server.metrics import GatewayMetrics, watch_event_loop_lag
 from server.middleware import (
     ApiKeyMiddleware,
@@ -32,6 +33,7 @@ from server.middleware import (
 )
 from server.playground import PUBLIC_PATHS, add_playground
 from server.routes import Gateway, api_router
+from server.served_models import ServedModels
 from server.serving_chat import TRIMMED_HEADER, ChatService
 from server.serving_completions import CompletionService
 from server.serving_render import RenderService
@@ -51,17 +53,23 @@ def build_app(
     telemetry: Telemetry | None = None,
     metrics: GatewayMetrics | None = None,
     on_engine_dead: Callable[[], None] | None = None,
+    served: ServedModels | None = None,
+    lora_admin: LoraAdmin | None = None,
 ) -> FastAPI:
-    """The gateway over an already-started engine."""
+    """The gateway over an already-started engine; `served` names the base model and its LoRA
+    adapters (the base alone by default), `lora_admin` loads more at runtime (off by default)."""
     lifecycle = Lifecycle(settings.max_concurrent_requests)
-    chat = ChatService(engine, model, settings, lifecycle)
-    completions = CompletionService(engine, model, settings, lifecycle)
+    served = served or ServedModels(model.name)
+    chat = ChatService(engine, model, settings, lifecycle, served)
+    completions = CompletionService(engine, model, settings, lifecycle, served)
     gateway = Gateway(
         settings=settings, engine=engine, model=model, lifecycle=lifecycle,
         telemetry=telemetry or Telemetry(), metrics=metrics,
         chat=chat, completions=completions,
-        tokenizer=TokenizeService(engine, model, settings),
+        tokenizer=TokenizeService(engine, model, settings, served),
         renderer=RenderService(chat, completions),
+        served=served,
+        lora_admin=lora_admin or LoraAdmin(settings, engine, served, base=None, max_rank=None),
     )
     if metrics is not None:
         # /metrics tells what /health tells: 1 alive and admitting, 0 engine dead or draining.
@@ -107,7 +115,8 @@ def build_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
                        public_metrics=settings.public_metrics,
-                       public_paths=PUBLIC_PATHS if settings.playground else ())
+                       public_paths=PUBLIC_PATHS if settings.playground else (),
+                       admin_keys=settings.admin_api_key, admin_paths=ADMIN_PATHS)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(TelemetryMiddleware, telemetry=gateway.telemetry)
     return app

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from huatuogpt2.checkpoint_metadata import read_generation_defaults
+from server.lora import Adapter, engine_lora_args
 from server.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class ModelInfo:
         return max(1, min(default, self.max_model_len // 2))
 
 
-def engine_args(settings: ServeSettings, model_dir: Path):
+def engine_args(settings: ServeSettings, model_dir: Path, adapters: list[Adapter] = ()):
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     return AsyncEngineArgs(
@@ -61,18 +62,20 @@ def engine_args(settings: ServeSettings, model_dir: Path):
         disable_log_stats=False,
         # vLLM would log every request; our access log is the one, and it is content-free.
         enable_log_requests=False,
+        **engine_lora_args(settings, list(adapters)),
     )
 
 
 @contextlib.contextmanager
-def running_engine(settings: ServeSettings, model_dir: Path) -> Iterator[AsyncLLM]:
+def running_engine(settings: ServeSettings, model_dir: Path, adapters: list[Adapter] = ()
+                   ) -> Iterator[AsyncLLM]:
     """The engine's owner: starts it, and shuts it down however the server ends (a port in
     use included). Nothing else starts or stops the engine."""
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
     engine = AsyncLLM.from_engine_args(
-        engine_args(settings, model_dir), usage_context=UsageContext.OPENAI_API_SERVER
+        engine_args(settings, model_dir, adapters), usage_context=UsageContext.OPENAI_API_SERVER
     )
     try:
         yield engine

@@ -29,6 +29,7 @@ from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationEr
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from huatuogpt2.prompt_format import PromptError
+from server.lora import AdapterError
 
 logger = logging.getLogger("huatuo.errors")
 
@@ -97,6 +98,8 @@ def to_api_error(exc: BaseException, request_id: str | None = None) -> APIError:
         return _validation_error(exc)
     if isinstance(exc, PromptError):
         return bad_request(exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, AdapterError):  # a runtime load; at startup the command exits instead
+        return bad_request(exc.message, param="lora_path", code="invalid_adapter")
     if isinstance(exc, StarletteHTTPException):
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         return APIError(exc.status_code, str(exc.detail), code=code)

@@ -18,6 +18,7 @@ from server.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from vllm import RequestOutput, SamplingParams
+    from vllm.lora.request import LoRARequest
     from vllm.v1.engine.async_llm import AsyncLLM
 
 
@@ -30,13 +31,15 @@ async def guarded_outputs(
     *,
     queue_timeout: float,
     idle_timeout: float,
+    lora_request: LoRARequest | None = None,
 ) -> AsyncIterator[RequestOutput]:
     """Yield the engine's outputs; raise APIError on timeout, termination or failure.
 
     The timeouts wrap only the wait for the engine, never the caller's work between outputs.
     Closing this generator (client gone) closes the engine's, which aborts the request.
     """
-    outputs = engine.generate({"prompt_token_ids": prompt_token_ids}, params, request_id)
+    outputs = engine.generate({"prompt_token_ids": prompt_token_ids}, params, request_id,
+                              lora_request=lora_request)
     timeout, phase = queue_timeout, "queue"
     try:
         while True:

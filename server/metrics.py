@@ -169,6 +169,11 @@ class GatewayMetrics(Telemetry):
                 for reason in KNOWN_REJECTION_REASONS:
                     self.rejections.labels(model, endpoint, reason)
 
+    def serve_model(self, name: str) -> None:
+        """A model loaded at runtime (an adapter) becomes a label value: the set stays bounded
+        by what an admin loaded, never by what clients send."""
+        self.model_names = self.model_names | {name}
+
     # -- label hygiene ---------------------------------------------------------------------------
 
     def _model(self, model: str) -> str:

@@ -108,33 +108,50 @@ class RequestIdMiddleware:
 
 
 class ApiKeyMiddleware:
-    """Require `Authorization: Bearer <key>` on every route but /health (and maybe /metrics)."""
+    """Require `Authorization: Bearer <key>` on every route but /health (and maybe /metrics).
+
+    Admin routes (runtime adapter loading) take the admin keys instead, and only them: an API
+    key handed to an app must not be able to change what the server serves."""
 
     def __init__(self, app: ASGIApp, keys: list[str], public_metrics: bool,
-                 public_paths: Iterable[str] = ()) -> None:
+                 public_paths: Iterable[str] = (), admin_keys: Iterable[str] = (),
+                 admin_paths: Iterable[str] = ()) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
+        self.admin_keys = [k.encode() for k in admin_keys]
+        self.admin_paths = frozenset(admin_paths)
         self.open_paths = (_OPEN_PATHS | ({"/metrics"} if public_metrics else set())
                            | frozenset(public_paths))
 
-    def _authorized(self, scope: Scope) -> bool:
+    @staticmethod
+    def _authorized(scope: Scope, keys: list[bytes]) -> bool:
         header = _header(scope, b"authorization") or ""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False
         presented = token.strip().encode()
         # Compare against every key, without early exit, in constant time per key.
-        matches = [hmac.compare_digest(presented, key) for key in self.keys]
+        matches = [hmac.compare_digest(presented, key) for key in keys]
         return any(matches)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.admin_paths and self.admin_keys:
+            if self._authorized(scope, self.admin_keys):
+                await self.app(scope, receive, send)
+                return
+            await _send_error(scope, send, APIError(
+                HTTPStatus.UNAUTHORIZED,
+                "This route needs the admin key (--admin-api-key): send 'Authorization: "
+                "Bearer <admin key>'. API keys do not authorise it.",
+                code="invalid_admin_key"), [(b"www-authenticate", b"Bearer")])
+            return
         if scope["type"] != "http" or scope["path"] in self.open_paths or not self.keys:
             await self.app(scope, receive, send)
             return
         if scope["method"] == "OPTIONS" and _header(scope, b"origin"):
             await self.app(scope, receive, send)  # CORS preflight carries no credentials
             return
-        if not self._authorized(scope):
+        if not self._authorized(scope, self.keys):
             await _send_error(scope, send, APIError(
                 HTTPStatus.UNAUTHORIZED,
                 "Missing or invalid API key. Send 'Authorization: Bearer <key>'.",

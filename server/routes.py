@@ -22,8 +22,10 @@ from server import __version__
 from server.engine import ModelInfo
 from server.errors import error_response, to_api_error
 from server.lifecycle import Lifecycle
+from server.lora_admin import LoadLoRAAdapterRequest, LoraAdmin, UnloadLoRAAdapterRequest
 from server.metrics import GatewayMetrics, render_metrics
 from server.protocol import ChatCompletionRequest, CompletionRequest
+from server.served_models import ServedModels
 from server.serving_chat import ChatService
 from server.serving_common import RequestContext, ServingResult
 from server.serving_completions import CompletionService
@@ -50,6 +52,8 @@ class Gateway:
     completions: CompletionService
     tokenizer: TokenizeService
     renderer: RenderService
+    served: ServedModels
+    lora_admin: LoraAdmin
 
     @property
     def healthy(self) -> bool:
@@ -73,10 +77,16 @@ def api_router(gw: Gateway) -> APIRouter:
     async def models(request: Request) -> dict:
         model = gw.model
         record_of(request.scope).model = model.name
-        return {"object": "list", "data": [{
-            "id": model.name, "object": "model", "created": model.created,
-            "owned_by": "huatuo-serve", "root": model.name,
-            "max_model_len": model.max_model_len}]}
+        return {"object": "list", "data": gw.served.cards(model.created, model.max_model_len)}
+
+    @router.post("/v1/load_lora_adapter", tags=["Adapters"])
+    async def load_lora_adapter(body: LoadLoRAAdapterRequest) -> Response:
+        # vLLM's answer: 200 with a plain-text sentence.
+        return Response(await gw.lora_admin.load(body), media_type="text/plain")
+
+    @router.post("/v1/unload_lora_adapter", tags=["Adapters"])
+    async def unload_lora_adapter(body: UnloadLoRAAdapterRequest) -> Response:
+        return Response(await gw.lora_admin.unload(body), media_type="text/plain")
 
     # For prefix-aware routers: the token ids the endpoint would give the engine (vLLM's shape).
     @router.post("/v1/chat/completions/render", tags=["Routing"])
@@ -138,7 +148,7 @@ async def serve_request(
     record = record_of(request.scope)
     record.completion_id = f"{id_prefix}-{uuid.uuid4().hex}"
     # Only the served name becomes a label value: clients' typos must not grow the metrics.
-    record.model = body.model if body.model == gw.model.name else "unknown"
+    record.model = body.model if gw.served.serves(body.model) else "unknown"
     record.stream = bool(body.stream)
     ctx = RequestContext(request_id=request_id, engine_request_id=record.completion_id,
                          record=record)

@@ -25,12 +25,16 @@ from server.access_log import AccessLog
 from server.app import build_app
 from server.engine import describe_model, running_engine
 from server.logging_setup import third_party_level
+from server.lora import Adapter, BaseModel, engine_lora_args
+from server.lora_admin import LoraAdmin
 from server.metrics import GatewayMetrics
+from server.served_models import ServedModels
 from server.settings import ServeSettings
 from server.telemetry import CompositeTelemetry
 
 logger = logging.getLogger("huatuo.serve")
 EXIT_ENGINE_DEAD = 1
+EXIT_ADAPTER_FAILED = 1  # the work failed (huatuo/cli.py); bad --lora values exit 2 earlier
 
 
 class _Server(uvicorn.Server):
@@ -48,25 +52,54 @@ class _Server(uvicorn.Server):
             self.on_ready()  # the socket is bound: what it prints is the last line before ready
 
 
-def serve(settings: ServeSettings, model_dir: Path,
+def serve(settings: ServeSettings, model_dir: Path, adapters: list[Adapter] = (),
           on_ready: Callable[[], None] | None = None) -> int:
-    """Serve until stopped; `on_ready` runs once the engine is up and the port is bound."""
+    """Serve `model_dir` and the already-checked LoRA `adapters` (server.lora) until stopped;
+    `on_ready` runs once the engine is up and the port is bound."""
     # uvloop writes SSE chunks to sockets in C; asyncio's Python transport cost the gateway
     # about a fifth of its CPU in profiles (docs/performance.md).
-    return uvloop.run(_serve(settings, model_dir, on_ready))
+    return uvloop.run(_serve(settings, model_dir, list(adapters), on_ready))
 
 
-async def _serve(settings: ServeSettings, model_dir: Path,
+async def _serve(settings: ServeSettings, model_dir: Path, adapters: list[Adapter],
                  on_ready: Callable[[], None] | None) -> int:
-    with running_engine(settings, model_dir) as engine:
-        return await _serve_engine(settings, model_dir, engine, on_ready)
+    with running_engine(settings, model_dir, adapters) as engine:
+        return await _serve_engine(settings, model_dir, engine, adapters, on_ready)
+
+
+async def _served_models(engine, name: str, adapters: list[Adapter]) -> ServedModels:
+    """The base and its adapters, each adapter's weights loaded into the engine now (so the
+    first request does not pay for it)."""
+    served = ServedModels(name)
+    for adapter in adapters:
+        request = served.new_request(adapter)
+        try:
+            await engine.add_lora(request)
+        except Exception as exc:  # noqa: BLE001 - the engine's own reason, for the operator
+            raise AdapterLoadFailed(f"LoRA adapter '{adapter.name}' ({adapter.path}): the "
+                                    f"engine could not load it: {exc}") from exc
+        served.add(request)
+    return served
+
+
+class AdapterLoadFailed(Exception):
+    """An adapter passed our checks but the engine refused it: the server does not start."""
 
 
 async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
-                        on_ready: Callable[[], None] | None) -> int:
+                        adapters: list[Adapter], on_ready: Callable[[], None] | None) -> int:
     model = describe_model(engine, settings, model_dir)
     _log_kv_capacity(engine, model.max_model_len)
-    metrics = GatewayMetrics([model.name])
+    try:
+        served = await _served_models(engine, model.name, adapters)
+    except AdapterLoadFailed as exc:
+        logger.error("%s", exc)
+        return EXIT_ADAPTER_FAILED
+    metrics = GatewayMetrics(served.names())
+    lora_admin = None
+    if settings.allow_runtime_lora:
+        lora_admin = LoraAdmin(settings, engine, served, BaseModel.read(model_dir),
+                               engine_lora_args(settings, adapters)["max_lora_rank"], metrics)
     exit_code = 0
     server: _Server | None = None
 
@@ -78,7 +111,8 @@ async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
 
     app = build_app(settings, engine, model,
                     telemetry=CompositeTelemetry(metrics, AccessLog(settings.log_content)),
-                    metrics=metrics, on_engine_dead=on_engine_dead)
+                    metrics=metrics, on_engine_dead=on_engine_dead, served=served,
+                    lora_admin=lora_admin)
     # vLLM reads its settings from os.environ on every access, and its stat logger and output
     # processor access some per token: freeze them now, as vLLM does in its engine core.
     enable_envs_cache()
@@ -109,8 +143,8 @@ async def _serve_engine(settings: ServeSettings, model_dir: Path, engine,
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    logger.info("Serving %s (%s) on http://%s:%d", model.name, model_dir, settings.host,
-                settings.port)
+    logger.info("Serving %s (%s) on http://%s:%d", ", ".join(served.names()), model_dir,
+                settings.host, settings.port)
     await server.serve()
     return exit_code
 

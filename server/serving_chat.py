@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 import orjson
+from vllm.lora.request import LoRARequest
 from vllm.sampling_params import SamplingParams
 
 from huatuogpt2.prompt_format import FittedPrompt, fit_to_context, parse_messages
@@ -24,7 +25,6 @@ from server.serving_common import (
     ServingResult,
     check_fields,
     check_max_tokens,
-    check_model,
     usage,
 )
 from server.settings import ServeSettings
@@ -79,6 +79,7 @@ class PreparedChat:
     fitted: FittedPrompt
     params: SamplingParams
     top_logprobs: int
+    lora: LoRARequest | None  # the adapter `model` names; None for the base model
 
 
 class TextDeltaChunk:
@@ -97,7 +98,7 @@ class TextDeltaChunk:
 
 class ChatService(EngineService):
     async def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
-        check_model(request.model, self.model)
+        lora = self.served.resolve(request.model)
         check_fields(request)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_max_tokens(request.requested_max_tokens, param, self.model, self.settings)
@@ -115,11 +116,12 @@ class ChatService(EngineService):
             request, defaults=self.model.generation_defaults, max_tokens=max_tokens,
             stream=request.stream, logprobs=top if request.logprobs else None,
         )
-        return PreparedChat(fitted, params, top)
+        return PreparedChat(fitted, params, top, lora)
 
     async def create(self, request: ChatCompletionRequest, ctx: RequestContext
                      ) -> ServingResult:
         prepared = await self.prepare(request)
+        ctx.model = request.model
         fitted, params, top = prepared.fitted, prepared.params, prepared.top_logprobs
         prompt_tokens = len(fitted.token_ids)
         ctx.record.prompt_tokens = prompt_tokens
@@ -130,7 +132,7 @@ class ChatService(EngineService):
         outputs = guarded_outputs(
             self.engine, self.lifecycle, fitted.token_ids, params, ctx.engine_request_id,
             queue_timeout=self.settings.queue_timeout,
-            idle_timeout=self.settings.stream_idle_timeout,
+            idle_timeout=self.settings.stream_idle_timeout, lora_request=prepared.lora,
         )
         if request.stream:
             stream = self._stream(request, outputs, ctx, fitted.token_ids, top)
@@ -143,7 +145,7 @@ class ChatService(EngineService):
 
     def _base(self, ctx: RequestContext, obj: str) -> dict:
         return {"id": ctx.engine_request_id, "object": obj, "created": ctx.created,
-                "model": self.model.name}
+                "model": ctx.model}
 
     async def _complete(self, request: ChatCompletionRequest, outputs: AsyncIterator,
                         ctx: RequestContext, prompt_ids: list[int], top: int) -> dict:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from server.engine import ModelInfo
-from server.errors import APIError, bad_request
+from server.errors import bad_request
 from server.lifecycle import Lifecycle
 from server.protocol import SamplingFields
+from server.served_models import ServedModels
 from server.settings import ServeSettings
 from server.telemetry import RequestRecord
 
@@ -35,6 +35,7 @@ class RequestContext:
     engine_request_id: str
     record: RequestRecord
     created: int = field(default_factory=lambda: int(time.time()))
+    model: str = ""  # the served name the client asked for (the base or an adapter)
 
 
 @dataclass
@@ -50,20 +51,13 @@ class EngineService:
     """What both endpoints' serving logic holds."""
 
     def __init__(self, engine: AsyncLLM, model: ModelInfo, settings: ServeSettings,
-                 lifecycle: Lifecycle) -> None:
+                 lifecycle: Lifecycle, served: ServedModels | None = None) -> None:
         self.engine = engine
         self.model = model
         self.settings = settings
         self.lifecycle = lifecycle
+        self.served = served or ServedModels(model.name)
 
-
-def check_model(requested: str, model: ModelInfo) -> None:
-    if requested != model.name:
-        raise APIError(
-            HTTPStatus.NOT_FOUND,
-            f"The model '{requested}' does not exist. This server serves '{model.name}'.",
-            param="model", code="model_not_found",
-        )
 
 
 def check_fields(request: SamplingFields) -> None:

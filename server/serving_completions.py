@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from vllm.lora.request import LoRARequest
 from vllm.sampling_params import SamplingParams
 from vllm.utils.async_utils import merge_async_iterators
 
@@ -31,7 +32,6 @@ from server.serving_common import (
     ServingResult,
     check_fields,
     check_max_tokens,
-    check_model,
     usage,
 )
 from server.sse import start_when_answered
@@ -54,6 +54,7 @@ class PreparedCompletion:
     prompts: list[tuple[str | None, list[int]]]
     texts: list[str | None]
     params: SamplingParams
+    lora: LoRARequest | None  # the adapter `model` names; None for the base model
 
 
 class CompletionService(EngineService):
@@ -101,7 +102,7 @@ class CompletionService(EngineService):
         return texts
 
     async def prepare(self, request: CompletionRequest) -> PreparedCompletion:
-        check_model(request.model, self.model)
+        lora = self.served.resolve(request.model)
         check_fields(request)
         check_max_tokens(request.max_tokens, "max_tokens", self.model, self.settings)
         if request.max_tokens == 0 and not request.echo:
@@ -125,10 +126,11 @@ class CompletionService(EngineService):
             stream=request.stream, logprobs=top,
             prompt_logprobs=top if request.echo else None,
         )
-        return PreparedCompletion(prompts, texts, params)
+        return PreparedCompletion(prompts, texts, params, lora)
 
     async def create(self, request: CompletionRequest, ctx: RequestContext) -> ServingResult:
         prepared = await self.prepare(request)
+        ctx.model = request.model
         prompts, texts, params = prepared.prompts, prepared.texts, prepared.params
         prompt_tokens = sum(len(ids) for _, ids in prompts) * request.n
         ctx.record.prompt_tokens = prompt_tokens
@@ -143,7 +145,7 @@ class CompletionService(EngineService):
             guarded_outputs(
                 self.engine, self.lifecycle, ids, params, engine_id,
                 queue_timeout=self.settings.queue_timeout,
-                idle_timeout=self.settings.stream_idle_timeout,
+                idle_timeout=self.settings.stream_idle_timeout, lora_request=prepared.lora,
             )
             for (_, ids), engine_id in zip(prompts, engine_ids, strict=True)
         ]
@@ -212,14 +214,14 @@ class CompletionService(EngineService):
         if self.settings.log_content:
             ctx.record.completion_text = "\n".join(c["text"] for c in choices)
         return {"id": ctx.engine_request_id, "object": "text_completion",
-                "created": ctx.created, "model": self.model.name, "choices": choices,
+                "created": ctx.created, "model": ctx.model, "choices": choices,
                 "usage": usage(prompt_tokens, completion_tokens)}
 
     async def _stream(self, request: CompletionRequest, merged: AsyncIterator,
                       ctx: RequestContext, texts: list[str | None], prompt_tokens: int
                       ) -> AsyncIterator[dict]:
         base = {"id": ctx.engine_request_id, "object": "text_completion",
-                "created": ctx.created, "model": self.model.name}
+                "created": ctx.created, "model": ctx.model}
         scoring_only = request.max_tokens == 0
         completion_tokens = 0
         echoed: set[int] = set()

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from huatuogpt2.prompt_format import CHAT_TEMPLATE
 from server.engine import ModelInfo
 from server.errors import bad_request
+from server.served_models import ServedModels
 from server.serving_chat import build_chat_prompt
-from server.serving_common import check_model
 from server.settings import ServeSettings
 
 # Inputs longer than this (characters or ids) are (de)tokenised in a worker thread.
@@ -75,10 +75,12 @@ def _token_str(value: Any) -> str | None:
 
 
 class TokenizeService:
-    def __init__(self, engine, model: ModelInfo, settings: ServeSettings) -> None:
+    def __init__(self, engine, model: ModelInfo, settings: ServeSettings,
+                 served: ServedModels | None = None) -> None:
         self.engine = engine
         self.model = model
         self.settings = settings
+        self.served = served or ServedModels(model.name)
 
     @property
     def tokenizer(self):
@@ -86,7 +88,7 @@ class TokenizeService:
 
     def _check_model(self, requested: str | None) -> None:
         if requested is not None:
-            check_model(requested, self.model)
+            self.served.resolve(requested)  # adapters share the base's tokenizer
 
     async def tokenize(self, request: TokenizeRequest) -> dict:
         self._check_model(request.model)

@@ -123,6 +123,33 @@ class ServeSettings:
     seed: int = flag(0, "Engine seed.", parse=int)
     cache_dir: Path = flag(default_cache_dir, "Where the demo model and converted checkpoints "
                            "are cached.", parse=Path, default_text="~/.cache/huatuo-serve")
+    # LoRA adapters (docs/lora.md)
+    lora: list[str] = flag(
+        [], "LoRA adapter to serve beside the base model, NAME=PATH (repeatable; the env var is "
+        "comma-separated): a PEFT adapter directory as `huatuo train` exports it. Clients pick "
+        "it with 'model': NAME.", repeatable=True)
+    max_loras: int | None = flag(
+        None, "Adapters the engine applies in one batch.", parse=positive_int,
+        default_text="the number of --lora adapters, at most 4 (4 with --allow-runtime-lora)")
+    max_cpu_loras: int | None = flag(
+        None, "Adapters whose weights the engine keeps in memory; others are reloaded from "
+        "their directory when asked for.", parse=positive_int,
+        default_text="the larger of --max-loras and the number of --lora adapters")
+    max_lora_rank: int | None = flag(
+        None, "Largest adapter rank the engine accepts (one of vLLM's: 1, 8, 16, 32, 64, 128, "
+        "256, 320, 512).", parse=positive_int,
+        default_text="the largest --lora rank rounded up (at least 16 with --allow-runtime-lora)")
+    lora_allow_base_mismatch: bool = flag(
+        False, "Serve an adapter that `huatuo train` recorded for a different base checkpoint.")
+    allow_runtime_lora: bool = flag(
+        False, "Enable POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs "
+        "--admin-api-key and --lora-root).")
+    admin_api_key: list[str] = flag(
+        [], "Key that authorises the runtime adapter routes (repeatable); API keys do not.",
+        repeatable=True, env="ADMIN_API_KEYS")
+    lora_root: Path | None = flag(
+        None, "Directory runtime-loaded adapters must lie under (a path outside it, '..' or a "
+        "symlink out of it is refused).", parse=Path)
     # Conversation handling
     system_policy: SystemPolicy = flag(
         SystemPolicy.MERGE, "System messages: 'merge' puts the system text before the first "

@@ -2,7 +2,9 @@
 
 safetensors weights, config.json (LlamaForCausalLM), the fast tokenizer with the HuatuoGPT2 chat
 template (so any OpenAI-compatible server renders the same prompt as ours) and HuatuoGPT2's
-generation_config. LoRA runs are merged into the base weights; the adapter can be kept beside.
+generation_config. LoRA runs are merged into the base weights, and the adapter is kept beside
+(`export/adapter`): a PEFT adapter directory that `huatuo serve --lora NAME=DIR` serves as is, with
+`huatuo_base.json` recording which base checkpoint it belongs to (huatuogpt2/adapter_base.py).
 
 The trainer first saves what it trained (`Trainer.save_model`, which also gathers ZeRO-3 shards);
 the export then reloads it on the CPU, so it works the same after single- and multi-GPU runs.
@@ -16,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from huatuogpt2.adapter_base import write_base_record
 from huatuogpt2.checkpoint_metadata import add_chat_template, write_generation_config
 
 logger = logging.getLogger(__name__)
@@ -101,11 +104,24 @@ def merge_lora(base_dir: Path, adapter_dir: Path, dtype: str = "fp32"):
     return merged.to(_torch_dtype(dtype))
 
 
+# What a PEFT adapter directory needs (vLLM and PEFT read these); the trainer's other files
+# (training_args.bin, README.md) are not part of the adapter.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def copy_adapter(adapter_dir: Path, base_dir: Path, out: Path) -> None:
+    """The servable adapter: PEFT's files plus the record of its base checkpoint."""
+    out.mkdir()
+    for name in ADAPTER_FILES:
+        shutil.copy2(Path(adapter_dir) / name, out / name)
+    write_base_record(out, base_dir)
+
+
 def export_lora(base_dir: Path, adapter_dir: Path, tokenizer_dir: Path, out_dir: Path,
                 dtype: str = "bf16", max_new_tokens: int = 0, keep_adapter: bool = True,
                 info: dict | None = None) -> Path:
     model = merge_lora(base_dir, adapter_dir, dtype)
     staging = _staging(out_dir)
     if keep_adapter:
-        shutil.copytree(adapter_dir, staging / "adapter")
+        copy_adapter(adapter_dir, base_dir, staging / "adapter")
     return _finish(model, tokenizer_dir, staging, out_dir, max_new_tokens, info)

@@ -41,11 +41,13 @@ K8S_VERSION = "1.34.0"
 # overlay -> (GPUs per replica = tensor parallel size, attention heads, KV heads)
 OVERLAYS = {
     "huatuogpt2-7b": (1, 32, 32),
+    "huatuogpt2-7b-lora": (1, 32, 32),  # 7B plus the lora-adapters component
     "huatuogpt2-34b": (2, 56, 8),
     "huatuogpt2-34b-40gb": (4, 56, 8),
 }
 # Published checkpoint load time budget: the startup probe must allow at least this long.
-MIN_STARTUP_SECONDS = {"huatuogpt2-7b": 600, "huatuogpt2-34b": 1200, "huatuogpt2-34b-40gb": 1200}
+MIN_STARTUP_SECONDS = {"huatuogpt2-7b": 600, "huatuogpt2-7b-lora": 600, "huatuogpt2-34b": 1200,
+                       "huatuogpt2-34b-40gb": 1200}
 
 # Custom resources are not in the core schemas. These are hand-written subsets of the published
 # CRDs' openAPIV3Schema (KEDA keda.sh/v1alpha1 ScaledObject, Prometheus Operator
@@ -564,6 +566,27 @@ def test_probes_and_scrape_hit_real_routes_with_the_pod_settings(
         assert client.get("/v1/models").status_code == 401
 
 
+def test_lora_adapters_are_mounted_read_only_where_huatuo_lora_points(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lora-adapters component: every HUATUO_LORA path lies on the adapters volume, mounted
+    read-only from its PVC, and the server's own parser reads the setting."""
+    from server.lora import parse_lora_flag
+
+    built = fresh("huatuogpt2-7b-lora")
+    args = serve_namespace(built, monkeypatch)
+    adapters = [parse_lora_flag(value) for value in args.lora]
+    assert [name for name, _ in adapters] == ["paediatrics", "pharmacy"]
+    (mount,) = [m for m in built.server["volumeMounts"] if m["name"] == "lora-adapters"]
+    assert mount["readOnly"] is True
+    assert all(path.is_relative_to(mount["mountPath"]) for _, path in adapters)
+    (volume,) = [v for v in built.pod["volumes"] if v["name"] == "lora-adapters"]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    pvc = built.one("PersistentVolumeClaim", claim)
+    assert pvc["metadata"]["namespace"] == built.deployment["metadata"]["namespace"]
+    assert args.max_loras >= 1
+
+
 def test_probe_budgets(built: Built) -> None:
     startup = built.server["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= MIN_STARTUP_SECONDS[built.name]
@@ -637,9 +660,9 @@ def test_weights_flow_from_job_to_server(built: Built) -> None:
     assert source["CONVERTED_DIR"] == built.serve_env["HUATUO_MODEL"]
     size = "34B" if "34b" in built.name else "7B"
     assert source["HF_REPO"] == f"FreedomIntelligence/HuatuoGPT2-{size}"
-    claim = built.one("PersistentVolumeClaim")["metadata"]["name"]
+    claim = built.one("PersistentVolumeClaim", "huatuo-weights")["metadata"]["name"]
     for spec in (job, built.pod):
-        (volume,) = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "weights"]
         assert volume["persistentVolumeClaim"]["claimName"] == claim
     server_mount = [m for m in built.server["volumeMounts"] if m["mountPath"] == "/weights"][0]
     assert server_mount["readOnly"] is True

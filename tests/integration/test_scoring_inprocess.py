@@ -29,7 +29,7 @@ class RecordingEngine(FakeEngine):
         super().__init__(**kwargs)
         self.request_ids: list[str] = []
 
-    def generate(self, prompt: dict, params, request_id: str):
+    def generate(self, prompt: dict, params, request_id: str, lora_request=None):
         self.request_ids.append(request_id)
         return super().generate(prompt, params, request_id)
 

@@ -10,6 +10,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from adapters.training.train import train
+from huatuogpt2.adapter_base import BASE_FILE, base_fingerprint
+from server.lora import BaseModel, check_adapter
 from tests.support.training import tiny_config
 
 
@@ -22,6 +24,14 @@ def test_lora_merge_logits_equal_base_plus_adapter(tmp_path: Path) -> None:
     base_dir = result.output_dir / "base-model"
     adapter_dir = export / "adapter"
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["r"] == 4
+    # The adapter is what `huatuo serve --lora` serves: PEFT's files and the base's record.
+    assert sorted(p.name for p in adapter_dir.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", BASE_FILE]
+    record = json.loads((adapter_dir / BASE_FILE).read_text())
+    assert record["fingerprint"] == base_fingerprint(base_dir)
+    assert record["fingerprint"] != base_fingerprint(export)  # the merged model is another base
+    served = check_adapter("tiny", adapter_dir, BaseModel.read(base_dir))
+    assert served.rank == 4
 
     ids = torch.tensor([[5, 17, 42, 99, 7, 250, 3, 64]])
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()

@@ -26,7 +26,7 @@ class FakeEngine:
     running: set[str] = field(default_factory=set)
     _abort_events: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    async def generate(self, prompt: dict, params, request_id: str):
+    async def generate(self, prompt: dict, params, request_id: str, lora_request=None):
         self.running.add(request_id)
         abort = self._abort_events.setdefault(request_id, asyncio.Event())
         delta = params.output_kind == RequestOutputKind.DELTA
