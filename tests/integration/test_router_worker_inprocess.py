@@ -40,7 +40,7 @@ class RecordingEngine(FakeEngine):
         super().__init__(**kwargs)
         self.prompts: list[list[int]] = []
 
-    def generate(self, prompt: dict, params, request_id: str):
+    def generate(self, prompt: dict, params, request_id: str, lora_request=None):
         self.prompts.append(list(prompt["prompt_token_ids"]))
         return super().generate(prompt, params, request_id)
 
