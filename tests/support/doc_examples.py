@@ -31,8 +31,9 @@ PARSE_ONLY_KINDS = {
 }
 KINDS = RUN_KINDS | PARSE_ONLY_KINDS.keys()
 
-_MARKER = re.compile(r"^<!--\s*doc-test:(?P<body>.*?)-->\s*$")
-_FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
+# Fences and markers may be indented (a block inside a list item); the body loses the indent.
+_MARKER = re.compile(r"^\s*<!--\s*doc-test:(?P<body>.*?)-->\s*$")
+_FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
 # Tools installed into .venv by `make setup`: the docs call them as `.venv/bin/NAME`, so they
 # work from a fresh clone whether or not the venv is activated.
 VENV_TOOLS = frozenset({"huatuo", "pytest", "pip", "pip3", "accelerate", "torchrun", "lm_eval",
@@ -108,12 +109,12 @@ def read_blocks(path: Path) -> list[Block]:
                                   "before a fence")
             i += 1
             continue
-        fence = match["fence"]
+        fence, indent = match["fence"], match["indent"]
         start = i
         i += 1
         body: list[str] = []
-        while i < len(lines) and not lines[i].startswith(fence):
-            body.append(lines[i])
+        while i < len(lines) and not lines[i].lstrip().startswith(fence):
+            body.append(lines[i].removeprefix(indent))
             i += 1
         i += 1  # the closing fence
         marker_match = _MARKER.match(lines[start - 1]) if start else None
