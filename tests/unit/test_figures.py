@@ -47,3 +47,17 @@ def test_the_docs_show_exactly_the_recorded_figures() -> None:
     """Every figure marker in README.md and docs/ matches docs/results/ (`huatuo figures`)."""
     paths = docs.documents(REPO)
     assert docs.stale(paths, REPO / "docs" / "results") == []
+
+
+def test_timed_records_a_command_that_succeeded_and_nothing_for_one_that_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from figures import timed
+
+    monkeypatch.chdir(tmp_path)
+    assert timed.main(["suite", "--summary", "[0-9]+ passed", "--", "sh", "-c",
+                       "echo '3 passed in 1s'; echo done"]) == 0
+    record = read_result("suite", tmp_path / "docs" / "results")
+    assert record["inline"]["summary"] == "3 passed" and record["command"].startswith("sh -c")
+    assert timed.main(["failed", "--", "sh", "-c", "exit 3"]) == 3
+    assert not (tmp_path / "docs" / "results" / "failed.json").exists()
+    assert "3 passed in 1s" in capsys.readouterr().out  # the command's output passes through
