@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(line)
             sys.stdout.flush()
             if pattern and (found := pattern.search(line)):
-                summary = found.group(0)
+                summary = found.group(0).strip()
     seconds = time.monotonic() - start
     if process.returncode != 0:
         print(f"figures.timed: {shlex.join(command)} exited {process.returncode}; "
