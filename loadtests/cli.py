@@ -21,21 +21,11 @@ import time
 from pathlib import Path
 
 from loadtests import bench_router, suite_cli
+from loadtests.arguments import positive_list
 from loadtests.client import SamplingOptions
 from loadtests.report import Slo, format_table, results_json, summarize, write_json
 from loadtests.runner import LoadSpec, Target, run_sweep, sweep_specs
 from loadtests.workloads import LANGUAGES, WORKLOADS, BenchRequest, build_workload
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
-            from exc
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
 
 
 def _add_workload_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +53,9 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("load")
     group.add_argument("--mode", choices=("closed", "open"), default="closed",
                        help="closed: fixed concurrency; open: Poisson/gamma arrivals at --rate.")
-    group.add_argument("--concurrency", type=_float_list, default=[1.0],
+    group.add_argument("--concurrency", type=positive_list(float), default=[1.0],
                        help="Closed loop: concurrency levels to sweep, e.g. 1,8,32.")
-    group.add_argument("--rate", type=_float_list, default=None,
+    group.add_argument("--rate", type=positive_list(float), default=None,
                        help="Open loop: arrival rates (requests/s) to sweep, e.g. 2,4,8 "
                             "('inf' sends everything at once).")
     group.add_argument("--burstiness", type=float, default=1.0,

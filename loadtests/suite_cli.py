@@ -8,19 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from loadtests.arguments import positive_list
+
 RESULT_NAME = "bench-suite"
 PLOT = Path("docs/img/bench-suite.png")
 
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
-            from exc
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _workloads(text: str) -> list[str]:
@@ -44,7 +36,7 @@ def add_suite_parser(sub) -> None:
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="Checkpoint every side loads (default: the tiny demo model).")
     parser.add_argument("--workloads", type=_workloads, default=["single", "multi", "long"])
-    parser.add_argument("--concurrency", type=_int_list, default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=positive_list(int), default=[1, 8, 32])
     parser.add_argument("--num-requests", type=int, default=200,
                         help="Most requests per run (a run also stops at --duration).")
     parser.add_argument("--duration", type=float, default=30.0,
