@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -124,6 +125,10 @@ def build_tiny_llama(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if not sys.stderr.isatty():  # a progress bar off a terminal is `\r` noise in a log
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     model.save_pretrained(directory, safe_serialization=True)
     # The demo model's own budget: short answers, the prompt keeps most of the context.
     write_generation_config(directory, max_new_tokens=256)
