@@ -66,6 +66,16 @@ class RequestResult:
             return None
         return (self.e2e - self.ttft) / (self.output_tokens - 1)
 
+    def content_chunk(self, now: float, last: float | None) -> float:
+        """Count a content chunk that arrived at `now` (`last`: the previous one's time, None
+        for the first): the first sets TTFT, later ones add an ITL gap. Returns `now`."""
+        self.chunks += 1
+        if last is None:
+            self.ttft = now - self.start
+        else:
+            self.itl.append(now - last)
+        return now
+
     def to_json(self) -> dict:
         return {**asdict(self), "tpot": self.tpot}
 
@@ -172,12 +182,7 @@ class BenchClient:
                         result.text += (choice.get("delta") or {}).get("content") or ""
                         result.finish_reason = choice.get("finish_reason") or result.finish_reason
                 if any(_has_content(choice) for choice in choices):
-                    result.chunks += 1
-                    if last is None:
-                        result.ttft = now - result.start
-                    else:
-                        result.itl.append(now - last)
-                    last = now
+                    last = result.content_chunk(now, last)
             if not done:
                 _fail(result, "stream_truncated", "the stream ended without data: [DONE]")
                 return

@@ -59,12 +59,7 @@ class EngineClient:
                 result.output_tokens += len(completion.token_ids)
                 result.finish_reason = completion.finish_reason or result.finish_reason
                 if completion.text:
-                    result.chunks += 1
-                    if last is None:
-                        result.ttft = now - result.start
-                    else:
-                        result.itl.append(now - last)
-                    last = now
+                    last = result.content_chunk(now, last)
             result.prompt_tokens = len(prompt)
             result.usage_reported = True
             result.ok = True
