@@ -180,6 +180,13 @@ def fit_to_context(
     user message does not fit.
     """
     rounds, budget = conversation.rounds, max_prompt_tokens
+    # The common case, a conversation that fits whole, costs one tokenisation. Only a text
+    # short enough to possibly fit is tried whole, so a huge one still costs what is kept.
+    whole = render(conversation)
+    if len(whole) <= max(budget, 0) * _PROBE_CHARS_PER_TOKEN + 64:
+        token_ids = encode(whole)
+        if len(token_ids) <= budget:
+            return FittedPrompt(whole, token_ids, 0)
     last = len(rounds) - 1
     # Estimated tokens of the prompt that keeps rounds[i:], for the rounds counted, newest
     # first; counting stops at the first round that clearly does not fit.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from server.serving_common import (
     ServingResult,
     check_fields,
     check_max_tokens,
+    messages_size,
+    run_sized,
     usage,
 )
 from server.settings import ServeSettings
@@ -102,11 +103,9 @@ class ChatService(EngineService):
         check_fields(request)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_max_tokens(request.requested_max_tokens, param, self.model, self.settings)
-        # Parsing, rendering and tokenising a long conversation takes CPU time: off the event
-        # loop, so health checks and other streams never wait for it.
-        fitted = await asyncio.to_thread(build_chat_prompt, request.messages,
-                                         request.requested_max_tokens, self.model,
-                                         self.settings)
+        fitted = await run_sized(messages_size(request.messages), build_chat_prompt,
+                                 request.messages, request.requested_max_tokens, self.model,
+                                 self.settings)
         max_tokens = request.requested_max_tokens or min(
             int(self.model.generation_defaults.get("max_new_tokens", self.model.max_model_len)),
             self.model.max_model_len - len(fitted.token_ids),

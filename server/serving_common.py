@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from server.engine import ModelInfo
 from server.errors import bad_request
@@ -20,6 +21,34 @@ if TYPE_CHECKING:
 
 # vLLM's finish reasons -> OpenAI's.
 FINISH_REASONS = {"stop": "stop", "length": "length"}
+
+# Inputs longer than this (characters or token ids) are rendered and (de)tokenised in a worker
+# thread, so that health checks and other streams never wait for them. Shorter ones take less
+# time than the hop to a thread and back (the gateway's profile, docs/performance.md).
+THREAD_THRESHOLD = 4096
+
+T = TypeVar("T")
+
+
+async def run_sized(size: int, function: Callable[..., T], *args) -> T:
+    """`function(*args)` on the event loop for small inputs, in a worker thread for large."""
+    if size > THREAD_THRESHOLD:
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
+
+
+def messages_size(messages: Sequence) -> int:
+    """Characters of chat messages' contents (a list of parts counts its text and markup)."""
+    return sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict))
+
+
+def prompt_size(prompt: object) -> int:
+    """Characters or token ids of a completions `prompt` (a text, ids, or a list of either)."""
+    if isinstance(prompt, str):
+        return len(prompt)
+    if isinstance(prompt, list):
+        return sum(len(p) if isinstance(p, (str, list)) else 1 for p in prompt)
+    return 0
 
 
 @dataclass

@@ -12,7 +12,6 @@ prompt without generating: the engine samples one token that is not returned.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -32,6 +31,8 @@ from server.serving_common import (
     ServingResult,
     check_fields,
     check_max_tokens,
+    prompt_size,
+    run_sized,
     usage,
 )
 from server.sse import start_when_answered
@@ -108,8 +109,8 @@ class CompletionService(EngineService):
         if request.max_tokens == 0 and not request.echo:
             raise bad_request("'max_tokens' 0 is only allowed with 'echo' (to score a prompt "
                               "without generating).", param="max_tokens")
-        # Tokenising (and decoding token ids to echo them) takes CPU time: off the event loop.
-        prompts, texts = await asyncio.to_thread(self._prompts_and_texts, request)
+        prompts, texts = await run_sized(prompt_size(request.prompt), self._prompts_and_texts,
+                                         request)
         max_tokens = 16 if request.max_tokens is None else request.max_tokens
         # Scoring only: the engine must sample a token; it is not returned.
         engine_max_tokens = max(max_tokens, 1)

@@ -17,7 +17,6 @@ Behind the API keys like every route but /health; tokenisation of large inputs r
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,10 +26,8 @@ from server.engine import ModelInfo
 from server.errors import bad_request
 from server.served_models import ServedModels
 from server.serving_chat import build_chat_prompt
+from server.serving_common import messages_size, run_sized
 from server.settings import ServeSettings
-
-# Inputs longer than this (characters or ids) are (de)tokenised in a worker thread.
-THREAD_THRESHOLD = 4096
 
 
 class TokenizeRequest(BaseModel):
@@ -60,12 +57,6 @@ class DetokenizeRequest(BaseModel):
 
     model: str | None = None
     tokens: list[int]
-
-
-async def _maybe_in_thread(size: int, function, *args):
-    if size > THREAD_THRESHOLD:
-        return await asyncio.to_thread(function, *args)
-    return function(*args)
 
 
 def _token_str(value: Any) -> str | None:
@@ -99,16 +90,14 @@ class TokenizeService:
                     "'add_generation_prompt' false is not supported.",
                     param="add_generation_prompt")
             requested = request.max_completion_tokens or request.max_tokens
-            size = sum(len(str(m.get("content", ""))) for m in request.messages
-                       if isinstance(m, dict))
-            fitted = await _maybe_in_thread(size, build_chat_prompt, request.messages,
-                                            requested, self.model, self.settings)
+            fitted = await run_sized(messages_size(request.messages), build_chat_prompt,
+                                     request.messages, requested, self.model, self.settings)
             tokens = fitted.token_ids
             if request.add_special_tokens:
-                tokens = await _maybe_in_thread(len(fitted.text), self._encode, fitted.text, True)
+                tokens = await run_sized(len(fitted.text), self._encode, fitted.text, True)
         else:
-            tokens = await _maybe_in_thread(len(request.prompt), self._encode, request.prompt,
-                                            request.add_special_tokens)
+            tokens = await run_sized(len(request.prompt), self._encode, request.prompt,
+                                     request.add_special_tokens)
         token_strs = (self.tokenizer.convert_ids_to_tokens(tokens)
                       if request.return_token_strs else None)
         return {"count": len(tokens), "max_model_len": self.model.max_model_len,
@@ -128,7 +117,7 @@ class TokenizeService:
                 raise bad_request(
                     f"'tokens[{i}]' is {token}: not a token id of this model's tokenizer "
                     f"(0 to {vocab - 1}).", param="tokens")
-        text = await _maybe_in_thread(len(request.tokens), tokenizer.decode, request.tokens)
+        text = await run_sized(len(request.tokens), tokenizer.decode, request.tokens)
         return {"prompt": text}
 
     def tokenizer_info(self) -> dict:

@@ -14,6 +14,7 @@ import pytest
 
 from loadtests.sse import sse_data_from_text
 from server.app import build_app
+from server.serving_common import THREAD_THRESHOLD
 from server.settings import ServeSettings
 from server.telemetry import RequestRecord, Telemetry
 from tests.support.fake_engine import FakeEngine, fake_model
@@ -324,7 +325,8 @@ def test_a_streamed_answer_starts_with_the_role_chunk_once_the_engine_answers() 
 
 
 def test_prompt_work_never_blocks_the_event_loop() -> None:
-    """A conversation whose tokenisation takes 2 s: health checks answer meanwhile."""
+    """A long conversation whose tokenisation is slow: health checks answer meanwhile. (Short
+    ones are tokenised on the event loop: a thread hop would cost more than their encoding.)"""
     import time
 
     slow = fake_model()
@@ -340,7 +342,7 @@ def test_prompt_work_never_blocks_the_event_loop() -> None:
     async def go():
         async with client_for(app) as client:
             chat = asyncio.create_task(client.post("/v1/chat/completions", json=body(
-                messages=[{"role": "user", "content": "头痛"},
+                messages=[{"role": "user", "content": "头痛" * (THREAD_THRESHOLD // 2 + 1)},
                           {"role": "assistant", "content": "多休息"},
                           {"role": "user", "content": "还是痛"}])))
             await asyncio.sleep(0.1)

@@ -308,9 +308,36 @@ def test_rejected_system_message_names_the_policy() -> None:
                                   "to reject system messages ('messages[0].role' is 'system').")
 
 
+def test_a_conversation_that_fits_is_tokenised_once() -> None:
+    calls: list[str] = []
+
+    def counting_encode(text: str) -> list[int]:
+        calls.append(text)
+        return char_encode(text)
+
+    conversation = Conversation("sys", (Round("q" * 10, "a" * 10), Round("last")))
+    fitted = fit_to_context(conversation, counting_encode, 1000)
+    assert fitted.trimmed_rounds == 0 and calls == [render(conversation)] == [fitted.text]
+
+
+def test_a_conversation_far_over_the_budget_is_not_tokenised_whole() -> None:
+    calls: list[str] = []
+
+    def counting_encode(text: str) -> list[int]:
+        calls.append(text)
+        return char_encode(text)
+
+    rounds = tuple(Round("q" * 500, "a" * 500) for _ in range(40)) + (Round("last"),)
+    conversation = Conversation(None, rounds)
+    fitted = fit_to_context(conversation, counting_encode, 100)
+    assert fitted.trimmed_rounds == 40
+    assert max(len(text) for text in calls) < 100 * 16 + 64 < len(render(conversation))
+
+
 def test_fit_counts_each_kept_round_once_and_tokenises_the_prompt_once() -> None:
-    """With exact piece counts the search needs no retries: the system text, the kept rounds
-    and the first round that does not fit are counted once each, then one whole tokenisation."""
+    """With exact piece counts the search needs no retries: after the whole conversation is
+    found too long, the system text, the kept rounds and the first round that does not fit are
+    counted once each, then one whole tokenisation."""
     calls: list[str] = []
 
     def counting_encode(text: str) -> list[int]:
@@ -322,7 +349,9 @@ def test_fit_counts_each_kept_round_once_and_tokenises_the_prompt_once() -> None
     budget = len(render(Conversation("sys", rounds[4:])))
     fitted = fit_to_context(conversation, counting_encode, budget)
     assert fitted.trimmed_rounds == 4 and len(fitted.token_ids) == budget
-    assert len(calls) == 1 + 4 + 1  # system, rounds 6, 5, 4 (kept) and 3 (not), the prompt
+    assert calls[0] == render(conversation)
+    # the whole, the system, rounds 6, 5, 4 (kept) and 3 (not), the prompt
+    assert len(calls) == 1 + 1 + 4 + 1
     assert calls[-1] == fitted.text
 
 
