@@ -32,7 +32,7 @@ from server.serving_completions import CompletionService
 from server.serving_render import RenderService
 from server.serving_tokenize import DetokenizeRequest, TokenizeRequest, TokenizeService
 from server.settings import ServeSettings
-from server.sse import SSEResponse, framed_stream
+from server.sse import SSEResponse
 from server.telemetry import CLIENT_CLOSED, RequestRecord, Telemetry, record_of
 
 Body = TypeVar("Body", ChatCompletionRequest, CompletionRequest)
@@ -160,7 +160,6 @@ async def serve_request(
         if result is None:
             return Response(status_code=CLIENT_CLOSED)
         if result.stream is not None:
-            events = framed_stream(result.stream, request_id, on_error=record.stream_failed)
             handed_to_stream = True
 
             async def client_gone() -> None:
@@ -169,7 +168,8 @@ async def serve_request(
             def stream_ended() -> None:
                 gw.lifecycle.release(record.completion_id)
 
-            return SSEResponse(events, result.headers,
+            return SSEResponse(result.stream, result.headers, request_id=request_id,
+                               on_error=record.stream_failed,
                                ping_interval=gw.settings.sse_ping_interval,
                                on_disconnect=client_gone, on_end=stream_ended)
         return JSONResponse(result.body, headers=result.headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -14,6 +14,7 @@ from server.lifecycle import Lifecycle
 from server.protocol import SamplingFields
 from server.served_models import ServedModels
 from server.settings import ServeSettings
+from server.sse import EventStream
 from server.telemetry import RequestRecord
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class ServingResult:
     """A JSON body, or a stream of payloads to frame as SSE; plus response headers."""
 
     body: dict | None = None
-    stream: AsyncIterator[dict | bytes] | None = None  # bytes: a payload already encoded
+    stream: EventStream | None = None  # payloads: dicts, or bytes already encoded
     headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -1,16 +1,17 @@
 """Server-sent events: the one place that frames and sends a stream.
 
 Both endpoints yield payloads (dicts, or the bytes of one already encoded, for the hot path
-of plain text deltas); `framed_stream` turns them into `data: {...}` events, turns any failure
-into one OpenAI-shaped error event, and always ends with `data: [DONE]`: a stream never just
-stops. `SSEResponse` sends them with keep-alive comment pings (so proxies do not cut a stream
-that waits in the queue) and notices a client that goes away even while nothing is being
-written.
+of plain text deltas); `start_when_answered` waits for the engine's first answer, and
+`SSEResponse` sends each payload as a `data: {...}` event, turns any failure into one
+OpenAI-shaped error event, and always ends with `data: [DONE]`: a stream never just stops. It
+sends keep-alive comment pings (so proxies do not cut a stream that waits in the queue) and
+notices a client that goes away even while nothing is being written.
 
 `SSEResponse` is our own small ASGI response rather than sse-starlette's: that one wraps every
 send in an anyio cancel scope and runs each stream in a task group, which the gateway's
 profile showed as about a sixth of the API process's CPU at 32 concurrent streams
-(docs/performance.md). Here a chunk costs one `send` call.
+(docs/performance.md). Here a chunk costs one `send` call, and no generator layers sit between
+the endpoint's payloads and that call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from starlette.responses import Response
@@ -40,67 +42,44 @@ def error_event(error: APIError) -> bytes:
     return b"data: " + error.json() + b"\n\n"
 
 
-async def framed_stream(
-    payloads: AsyncIterator[dict | bytes], request_id: str,
-    on_error: Callable[[APIError], None]
-) -> AsyncIterator[bytes]:
-    """Frame payloads as events; a failure becomes an error event; `[DONE]` always comes last."""
-    try:
-        async with contextlib.aclosing(payloads):
-            async for payload in payloads:
-                yield encode_event(payload)
-    except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
-        error = to_api_error(exc, request_id)
-        on_error(error)
-        yield error_event(error)
-    yield DONE_EVENT
+@dataclass
+class EventStream:
+    """The payloads of a stream the engine has been asked for: `first`, the task fetching the
+    first payload (done, or still waiting in the queue; None when there is none), then `rest`."""
+
+    first: asyncio.Future | None
+    rest: AsyncIterator[dict | bytes]
+
+    async def close(self) -> None:
+        """Stop waiting for the first payload, then close the stream (aborting the engine
+        request). The generator cannot be closed while the first task still runs it."""
+        if self.first is not None:
+            self.first.cancel()
+            with contextlib.suppress(BaseException):
+                await self.first
+        await self.rest.aclose()
 
 
-async def start_when_answered(payloads: AsyncIterator[dict], wait: float
-                              ) -> AsyncIterator[dict]:
+async def start_when_answered(payloads: AsyncIterator[dict | bytes], wait: float
+                              ) -> EventStream:
     """Wait up to `wait` seconds (0: as long as it takes) for the first payload, so that what
     fails before the engine answers (a queue timeout, an engine error) is answered with its
     HTTP status, as for a request that does not stream. A stream still queued after `wait`
     starts anyway: its keep-alive pings then stop proxies from cutting it, and a failure
     arrives as an error event."""
-    first = asyncio.ensure_future(anext(payloads))
+    stream = EventStream(asyncio.ensure_future(anext(payloads)), payloads)
     try:
-        await asyncio.wait({first}, timeout=wait or None)
+        await asyncio.wait({stream.first}, timeout=wait or None)
     except BaseException:  # the client went away: end the request in the engine too
-        await _close(first, payloads)
+        await stream.close()
         raise
-    if first.done() and first.exception() is not None:
+    if stream.first.done() and stream.first.exception() is not None:
         await payloads.aclose()
-        exc = first.exception()
+        exc = stream.first.exception()
         if isinstance(exc, StopAsyncIteration):
-            return _empty()
+            return EventStream(None, payloads)
         raise exc
-    return _after(first, payloads)
-
-
-async def _empty() -> AsyncIterator[dict]:
-    return
-    yield
-
-
-async def _after(first: asyncio.Future, payloads: AsyncIterator[dict]) -> AsyncIterator[dict]:
-    try:
-        yield await first
-        async for payload in payloads:
-            yield payload
-    except StopAsyncIteration:
-        return
-    finally:
-        await _close(first, payloads)
-
-
-async def _close(first: asyncio.Future, payloads: AsyncIterator[dict]) -> None:
-    """Stop waiting for the first payload, then close the stream (aborting the engine request).
-    The generator cannot be closed while the task still runs it."""
-    first.cancel()
-    with contextlib.suppress(BaseException):
-        await first
-    await payloads.aclose()
+    return stream
 
 
 class SSEResponse(Response):
@@ -112,10 +91,13 @@ class SSEResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str], *,
-                 ping_interval: float, on_disconnect: Callable[[], Awaitable[None]],
+    def __init__(self, stream: EventStream, headers: dict[str, str], *, request_id: str,
+                 on_error: Callable[[APIError], None], ping_interval: float,
+                 on_disconnect: Callable[[], Awaitable[None]],
                  on_end: Callable[[], None] = lambda: None) -> None:
-        self.events = events
+        self.stream = stream
+        self.request_id = request_id
+        self.on_error = on_error
         self.ping_interval = ping_interval
         self.on_disconnect = on_disconnect
         self.on_end = on_end
@@ -155,15 +137,32 @@ class SSEResponse(Response):
             self.on_end()
 
     async def _send_events(self, send: Send) -> bool:
-        """Send every event; False when the connection broke under a send."""
-        async with contextlib.aclosing(self.events):
-            async for event in self.events:
-                try:
-                    await send({"type": "http.response.body", "body": event,
-                                "more_body": True})
-                except OSError:  # ASGI 2.4 servers raise it for a closed connection
+        """Send every payload as an event, a failure as an error event, then `[DONE]`; False
+        when the connection broke under a send. The payloads are iterated right here, with no
+        generator layers in between: this loop runs once per token of every stream."""
+        try:
+            try:
+                if self.stream.first is not None:
+                    try:
+                        first = await self.stream.first
+                    except StopAsyncIteration:
+                        return await _send_body(send, DONE_EVENT)
+                    if not await _send_body(send, encode_event(first)):
+                        return False
+                async for payload in self.stream.rest:
+                    try:
+                        await send({"type": "http.response.body", "body": encode_event(payload),
+                                    "more_body": True})
+                    except OSError:  # ASGI 2.4 servers raise it for a closed connection
+                        return False
+            except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
+                error = to_api_error(exc, self.request_id)
+                self.on_error(error)
+                if not await _send_body(send, error_event(error)):
                     return False
-        return True
+            return await _send_body(send, DONE_EVENT)
+        finally:
+            await self.stream.close()
 
     async def _ping(self, send: Send) -> None:
         while True:
@@ -171,6 +170,14 @@ class SSEResponse(Response):
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": PING_EVENT,
                             "more_body": True})
+
+
+async def _send_body(send: Send, event: bytes) -> bool:
+    try:
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    except OSError:
+        return False
+    return True
 
 
 async def _wait_disconnect(receive: Receive) -> None:
