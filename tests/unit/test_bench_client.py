@@ -45,7 +45,8 @@ Writes = list[bytes | None]
 SCRIPTS: dict[str, Writes] = {
     "ok": [_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}),
            _event(_delta("多")), None, _event(_delta("")), _event(_delta("休息")), None,
-           _event(_delta("。", "length")), _event(USAGE), _event("[DONE]")],
+           _event(_delta("。", "length")), _event(USAGE), _event("[DONE]"),
+           None],  # the body's end comes apart from [DONE]
     "no_usage": [_event(_delta("a")), _event(_delta("b")), _event("[DONE]")],
     # Cut inside `data:`, inside the JSON, between the two newlines of an event's end and
     # between the `\r` and `\n` of a line end; then two events, a comment and the end in one
@@ -276,7 +277,8 @@ def test_connections_are_reused(server: Scripted) -> None:
     before = len(server.peer_ports)
     results = _with_client(server.url("ok"), three)
     assert all(r.ok for r in results)
-    # The body is read to its end after [DONE], so the connection goes back to the pool.
+    # The body is read to its end (a pause after [DONE]), so the connection goes back to the
+    # pool instead of being closed.
     assert len(set(server.peer_ports[before:])) == 1
 
 
