@@ -21,6 +21,7 @@ from aiohttp import web
 
 from loadtests import client as client_module
 from loadtests.client import BenchClient, RequestResult, SamplingOptions
+from loadtests.runner import run_load
 from loadtests.workloads import BenchRequest
 
 REQUEST = BenchRequest([{"role": "user", "content": "头痛怎么办？"}], max_tokens=3)
@@ -289,3 +290,10 @@ def test_non_streaming_reads_usage(server: Scripted) -> None:
     assert result.ok and result.output_tokens == 2 and result.ttft is None
     assert result.text == "多休息" and result.finish_reason == "stop"
     assert result.tpot == result.e2e / 2
+
+
+def test_the_load_generator_runs_on_uvloop() -> None:
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_load(loop_module()).startswith("uvloop")
