@@ -37,7 +37,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from figures.record import write_result
 from loadtests.client import BenchClient, RequestResult
 from loadtests.report import format_table, summarize
-from loadtests.runner import LoadSpec, RunResult, Target, closed_loop, run_sweep_async
+from loadtests.runner import (
+    LoadSpec,
+    RunResult,
+    Target,
+    closed_loop,
+    run_load,
+    run_sweep_async,
+)
 from loadtests.server_process import (
     ROOT,
     ServerProcess,
@@ -331,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()
     replicas = start_replicas(model, 2, args.max_model_len, log_dir)
     try:
-        results, outcome = asyncio.run(compare(replicas, args, log_dir))
+        results, outcome = run_load(compare(replicas, args, log_dir))
     finally:
         for replica in replicas:
             replica.stop()

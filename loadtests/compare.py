@@ -15,7 +15,6 @@ Schedules:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtests.report import Slo, describe, summarize
-from loadtests.runner import LoadSpec, RunResult, Target, run_sweep_async
+from loadtests.runner import LoadSpec, RunResult, Target, run_load, run_sweep_async
 from loadtests.server_metrics import prefix_cache_hit_rate, snapshot
 from loadtests.server_process import ServerProcess, free_port, huatuo_serve_argv
 from loadtests.workloads import BenchRequest
@@ -165,7 +164,7 @@ def run_compare(settings: EngineSettings, requests: Sequence[BenchRequest],
     def record(server: ServerProcess, repeat: int, spec: LoadSpec) -> None:
         print(f"[compare] {server.name} repeat {repeat + 1}/{repeats} {spec.label()}",
               file=sys.stderr, flush=True)
-        run, api, engine, hits = asyncio.run(
+        run, api, engine, hits = run_load(
             measure_level(server, target_for(server), requests, spec, show_progress))
         measurements.append(Measurement(server.name, repeat, run, api, engine, hits))
 

@@ -14,7 +14,6 @@ py-spy needs ptrace rights on the server (root, or CAP_SYS_PTRACE).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import os
 import re
@@ -37,7 +36,7 @@ from loadtests.compare import (
     write_chat_template,
 )
 from loadtests.report import summarize
-from loadtests.runner import LoadSpec, Target, run_sweep_async
+from loadtests.runner import LoadSpec, Target, run_load, run_sweep_async
 from loadtests.server_process import ServerProcess, free_port
 from loadtests.workloads import single_turn
 
@@ -96,7 +95,7 @@ def profile(server_name: str, settings: EngineSettings, concurrency: int, num: i
         target = Target(server.base_url, SERVED_NAME, None, True, 600.0,
                         SamplingOptions(extra_body={"ignore_eos": True}))
         warm = LoadSpec("closed", concurrency, None, 1.0, concurrency)
-        asyncio.run(run_sweep_async(target, requests, [warm], show_progress=False))
+        run_load(run_sweep_async(target, requests, [warm], show_progress=False))
         raw_path = work / "profile.raw"
         spy = subprocess.Popen([_py_spy(), "record", "--nonblocking", "--rate", "100", "--pid",
                                 str(server.process.pid), "--format", "raw", "--output",
@@ -104,7 +103,7 @@ def profile(server_name: str, settings: EngineSettings, concurrency: int, num: i
                                stderr=subprocess.PIPE)
         time.sleep(2)  # py-spy attaches
         api0, _ = server.cpu()
-        (run,) = asyncio.run(run_sweep_async(
+        (run,) = run_load(run_sweep_async(
             target, requests, [LoadSpec("closed", concurrency, None, 1.0, num)],
             show_progress=False))
         api1, _ = server.cpu()

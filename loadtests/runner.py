@@ -11,11 +11,13 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
+import uvloop
 from tqdm import tqdm
 
 from loadtests import server_metrics
@@ -23,6 +25,15 @@ from loadtests.client import BenchClient, RequestResult, SamplingOptions
 from loadtests.workloads import BenchRequest
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def run_load(main: Coroutine[Any, Any, T]) -> T:
+    """Run a load generator's coroutine on uvloop: the client shares the machine with the
+    server it measures, and uvloop's C event loop and transports cut the client's CPU per
+    streamed event by about a third against asyncio's own loop."""
+    return uvloop.run(main)
 
 
 @dataclass
@@ -231,7 +242,7 @@ async def run_sweep_async(target: Target, requests: Sequence[BenchRequest],
 
 def run_sweep(target: Target, requests: Sequence[BenchRequest], specs: Sequence[LoadSpec],
               show_progress: bool = True) -> list[RunResult]:
-    return asyncio.run(run_sweep_async(target, requests, specs, show_progress))
+    return run_load(run_sweep_async(target, requests, specs, show_progress))
 
 
 def sweep_specs(*, mode: str, levels: Sequence[float], num_requests: int,

@@ -18,7 +18,6 @@ and the plots into docs/img/.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import statistics
@@ -45,7 +44,7 @@ from loadtests.compare import (
 )
 from loadtests.limit import plan_item, run_from_json
 from loadtests.report import summarize, write_json
-from loadtests.runner import LoadSpec, Target, run_sweep_async
+from loadtests.runner import LoadSpec, Target, run_load, run_sweep_async
 from loadtests.server_process import ROOT, ServerProcess, free_port
 from loadtests.workloads import BenchRequest, build_workload, tokenizer_counter
 
@@ -170,7 +169,7 @@ def _measure(server: ServerProcess, target: Target, item: Item) -> Measurement:
             await run_sweep_async(target, item.warmup, [warm], show_progress=False)
         return await measure_level(server, target, item.requests, item.spec, False)
 
-    run, api, engine, hits = asyncio.run(go())
+    run, api, engine, hits = run_load(go())
     return Measurement(server.name, item.repeat, run, api, engine, hits)
 
 
