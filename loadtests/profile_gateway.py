@@ -4,10 +4,11 @@
         [--num-requests 400] [--ours-source DIR] [--record NAME]
 
 Starts the server on the tiny demo model (or --model-dir), sends warm-up requests, then samples
-the API process (engine core excluded) with `py-spy record --nonblocking` while a closed loop of
-streaming requests (ignore_eos, --max-tokens tokens each) runs. Prints the API process's CPU
-milliseconds per request and the functions holding the largest shares of samples (inclusive of
-callees), with `--record` as docs/results/NAME.json for `huatuo figures`.
+the API process (engine core excluded) with `py-spy record --nonblocking --gil` (the thread
+holding the GIL: Python at work, not threads waiting) while a closed loop of streaming requests
+(ignore_eos, --max-tokens tokens each) runs. Prints the API process's CPU milliseconds per
+request, the functions holding the largest shares of samples (inclusive of callees) and the
+lines executing most (self), with `--record` as docs/results/NAME.json for `huatuo figures`.
 py-spy needs ptrace rights on the server (root, or CAP_SYS_PTRACE).
 """
 
@@ -46,10 +47,13 @@ _ROOT_FRAMES = re.compile(r"runpy|__main__|huatuo/cli\.py|huatuo/serve\.py|serve
                           r"threading\.py|vllm/entrypoints/cli|vllm/entrypoints/launchers|vllm/utils/")
 
 
-def top_functions(raw: str, count: int = 20) -> tuple[list[tuple[str, float]], int]:
+def top_functions(raw: str, count: int = 20
+                  ) -> tuple[list[tuple[str, float]], int, list[tuple[str, float]]]:
     """(function (file), share of samples) by inclusive share, from py-spy's raw output
-    (`frame;frame;... N` per line), and the number of samples."""
+    (`frame;frame;... N` per line), the number of samples, and the leaf lines (function, file
+    and line) by self share: what the process was executing."""
     inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, number = line.rpartition(" ")
@@ -57,25 +61,32 @@ def top_functions(raw: str, count: int = 20) -> tuple[list[tuple[str, float]], i
             continue
         samples = int(number)
         total += samples
+        frames = stack.split(";")
+        own[_frame_name(frames[-1], keep_line=True)] += samples
         seen = set()
-        for frame in stack.split(";"):
+        for frame in frames:
             name = _frame_name(frame)
             if name not in seen:
                 seen.add(name)
                 inclusive[name] += samples
+    if not total:
+        return [], 0, []
     ranked = [(name, n / total) for name, n in inclusive.most_common()
-              if not _ROOT_FRAMES.search(name)] if total else []
-    return ranked[:count], total
+              if not _ROOT_FRAMES.search(name)]
+    leaves = [(name, n / total) for name, n in own.most_common(count)]
+    return ranked[:count], total, leaves
 
 
-def _frame_name(frame: str) -> str:
-    """'send (uvicorn/protocols/http/httptools_impl.py:544)' -> 'send (uvicorn/.../x.py)'."""
-    match = re.match(r"(?P<func>.*?) \((?P<file>[^:)]*)(?::\d+)?\)$", frame.strip())
+def _frame_name(frame: str, keep_line: bool = False) -> str:
+    """'send (uvicorn/protocols/http/httptools_impl.py:544)' -> 'send (uvicorn/.../x.py)'
+    (with `keep_line`, '... x.py:544)')."""
+    match = re.match(r"(?P<func>.*?) \((?P<file>[^:)]*)(?P<line>:\d+)?\)$", frame.strip())
     if not match:
         return frame.strip()
     path = re.sub(r".*/(site-packages|python3\.\d+)/", "", match["file"])
     path = re.sub(r"^.*/(server|loadtests|huatuo)/", r"\1/", path)
-    return f"{match['func']} ({path})"
+    line = (match["line"] or "") if keep_line else ""
+    return f"{match['func']} ({path}{line})"
 
 
 def profile(server_name: str, settings: EngineSettings, concurrency: int, num: int,
@@ -97,7 +108,10 @@ def profile(server_name: str, settings: EngineSettings, concurrency: int, num: i
         warm = LoadSpec("closed", concurrency, None, 1.0, concurrency)
         run_load(run_sweep_async(target, requests, [warm], show_progress=False))
         raw_path = work / "profile.raw"
-        spy = subprocess.Popen([_py_spy(), "record", "--nonblocking", "--rate", "100", "--pid",
+        # --gil: only the thread holding the GIL, i.e. Python at work (a thread waiting on a
+        # queue or a lock would otherwise count as busy with --nonblocking).
+        spy = subprocess.Popen([_py_spy(), "record", "--nonblocking", "--gil", "--rate", "250",
+                                "--pid",
                                 str(server.process.pid), "--format", "raw", "--output",
                                 str(raw_path)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
@@ -112,12 +126,12 @@ def profile(server_name: str, settings: EngineSettings, concurrency: int, num: i
         if not raw_path.exists():
             raise SystemExit(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
         summary = summarize(run)
-        top, samples = top_functions(raw_path.read_text(errors="replace"))
+        top, samples, leaves = top_functions(raw_path.read_text(errors="replace"))
         return {"server": server_name, "concurrency": concurrency,
                 "completed": summary["completed"], "errors": summary["errors"],
                 "api_cpu_ms_per_request": 1000 * (api1 - api0) / max(summary["completed"], 1),
                 "output_token_throughput": summary["output_token_throughput"],
-                "samples": samples, "top": top, "load_average": os.getloadavg()[0]}
+                "samples": samples, "top": top, "self": leaves, "load_average": os.getloadavg()[0]}
     finally:
         server.stop()
 
@@ -133,6 +147,9 @@ def markdown(result: dict) -> str:
              f"{result['completed']} requests, {result['samples']} samples.", "",
              "| share of API-process samples (inclusive) | function |", "|---:|---|"]
     lines += [f"| {share:.1%} | `{name}` |" for name, share in result["top"]]
+    if result.get("self"):
+        lines += ["", "| share of samples executing this line (self) | line |", "|---:|---|"]
+        lines += [f"| {share:.1%} | `{name}` |" for name, share in result["self"][:12]]
     return "\n".join(lines)
 
 

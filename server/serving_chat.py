@@ -29,7 +29,7 @@ from server.serving_common import (
     usage,
 )
 from server.settings import ServeSettings
-from server.sse import start_when_answered
+from server.sse import Last, Payloads, start_when_answered
 
 TRIMMED_HEADER = "X-Huatuo-Trimmed-Turns"
 
@@ -142,6 +142,10 @@ class ChatService(EngineService):
             body=await self._complete(request, outputs, ctx, fitted.token_ids, top),
             headers=headers)
 
+    @staticmethod
+    def _usage_chunk(base: dict, prompt_tokens: int, completion_tokens: int) -> dict:
+        return {**base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+
     def _base(self, ctx: RequestContext, obj: str) -> dict:
         return {"id": ctx.engine_request_id, "object": obj, "created": ctx.created,
                 "model": ctx.model}
@@ -178,7 +182,7 @@ class ChatService(EngineService):
 
     async def _stream(self, request: ChatCompletionRequest, outputs: AsyncIterator,
                       ctx: RequestContext, prompt_ids: list[int], top: int
-                      ) -> AsyncIterator[dict | bytes]:
+                      ) -> AsyncIterator[Payloads]:
         base = self._base(ctx, "chat.completion.chunk")
         text_chunk = TextDeltaChunk(base)
         plain_text = not request.logprobs and not request.return_token_ids
@@ -189,17 +193,20 @@ class ChatService(EngineService):
         texts: list[list[str]] = [[] for _ in range(request.n)]
         completion_tokens = 0
         started = False
+        final: list[dict | bytes] = []  # the finished output's payloads, sent with [DONE]
         try:
             async with contextlib.aclosing(outputs):
                 async for output in outputs:
+                    # What one engine output gives goes out in one write (server.sse.Payloads).
+                    batch: list[dict | bytes] = []
                     if not started:
                         # Only once the engine has answered: until then the request may still
                         # fail with an HTTP status (server.sse.start_when_answered).
                         started = True
-                        for index in range(request.n):
-                            yield {**base, "choices": [{
-                                "index": index, "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None, "finish_reason": None}], **first_extra}
+                        batch += [{**base, "choices": [{
+                            "index": index, "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None, "finish_reason": None}], **first_extra}
+                            for index in range(request.n)]
                     for completion in output.outputs:
                         completion_tokens += len(completion.token_ids)
                         ctx.record.tokens_streamed(completion.index,
@@ -214,7 +221,7 @@ class ChatService(EngineService):
                         if self.settings.log_content:
                             texts[completion.index].append(completion.text)
                         if finish is None and plain_text:
-                            yield text_chunk.encode(completion.index, completion.text)
+                            batch.append(text_chunk.encode(completion.index, completion.text))
                             continue
                         delta = {"content": completion.text} if completion.text else {}
                         logprobs = chat_logprobs(completion, top) if request.logprobs else None
@@ -222,9 +229,16 @@ class ChatService(EngineService):
                                   "logprobs": logprobs, "finish_reason": finish}
                         if request.return_token_ids:
                             choice["token_ids"] = list(completion.token_ids)
-                        yield {**base, "choices": [choice]}
+                        batch.append({**base, "choices": [choice]})
+                    if output.finished:
+                        # Sent after the loop, which then ends at once: a generator closed
+                        # before its end would make vLLM abort the finished request.
+                        final = batch
+                    elif batch:
+                        yield batch if len(batch) > 1 else batch[0]
             if include_usage:
-                yield {**base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+                final.append(self._usage_chunk(base, prompt_tokens, completion_tokens))
+            yield Last(final)
         finally:
             if self.settings.log_content:
                 ctx.record.completion_text = "\n".join("".join(t) for t in texts)

@@ -31,10 +31,24 @@ DONE_EVENT = b"data: [DONE]\n\n"
 PING_EVENT = b": ping\n\n"
 
 
-def encode_event(payload: dict | bytes) -> bytes:
-    """One `data:` event; bytes are a payload already encoded as JSON."""
+Payload = dict | bytes  # bytes: a payload already encoded as JSON
+# What an endpoint yields: one payload, or a list of payloads produced at the same moment (say
+# the role chunk with the first token, or the last token with the usage), which then go out in
+# one write: on a busy host each write to a client's socket is a system call and a wake-up.
+Payloads = Payload | list[Payload]
+
+
+class Last(list):
+    """The stream's last payloads (the endpoint knows the engine is done): they go out with
+    `[DONE]` in the write that ends the response, and the stream is closed unread."""
+
+
+def encode_event(payload: Payloads) -> bytes:
+    """The `data:` event of a payload, or the events of a list of payloads."""
     if isinstance(payload, bytes):
         return b"data: " + payload + b"\n\n"
+    if isinstance(payload, list):
+        return b"".join(map(encode_event, payload))
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
@@ -48,7 +62,7 @@ class EventStream:
     first payload (done, or still waiting in the queue; None when there is none), then `rest`."""
 
     first: asyncio.Future | None
-    rest: AsyncIterator[dict | bytes]
+    rest: AsyncIterator[Payloads]
 
     async def close(self) -> None:
         """Stop waiting for the first payload, then close the stream (aborting the engine
@@ -60,7 +74,7 @@ class EventStream:
         await self.rest.aclose()
 
 
-async def start_when_answered(payloads: AsyncIterator[dict | bytes], wait: float
+async def start_when_answered(payloads: AsyncIterator[Payloads], wait: float
                               ) -> EventStream:
     """Wait up to `wait` seconds (0: as long as it takes) for the first payload, so that what
     fails before the engine answers (a queue timeout, an engine error) is answered with its
@@ -101,6 +115,7 @@ class SSEResponse(Response):
         self.ping_interval = ping_interval
         self.on_disconnect = on_disconnect
         self.on_end = on_end
+        self._ended = False  # the last write (ending the response) is out
         self.status_code = 200
         self.background = None
         self.init_headers({**headers, "Cache-Control": "no-cache", "Connection": "keep-alive",
@@ -129,52 +144,65 @@ class SSEResponse(Response):
                 await self.on_disconnect()
                 return
             delivered = streaming.result()
-            if delivered:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            else:
+            if not delivered:
                 await self.on_disconnect()
         finally:
             self.on_end()
 
     async def _send_events(self, send: Send) -> bool:
-        """Send every payload as an event, a failure as an error event, then `[DONE]`; False
-        when the connection broke under a send. The payloads are iterated right here, with no
-        generator layers in between: this loop runs once per token of every stream."""
+        """Send every payload as an event, then a failure's error event and `[DONE]` in the
+        last write, which ends the response; False when the connection broke under a send."""
         try:
-            try:
-                if self.stream.first is not None:
-                    try:
-                        first = await self.stream.first
-                    except StopAsyncIteration:
-                        return await _send_body(send, DONE_EVENT)
-                    if not await _send_body(send, encode_event(first)):
-                        return False
-                async for payload in self.stream.rest:
-                    try:
-                        await send({"type": "http.response.body", "body": encode_event(payload),
-                                    "more_body": True})
-                    except OSError:  # ASGI 2.4 servers raise it for a closed connection
-                        return False
-            except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
-                error = to_api_error(exc, self.request_id)
-                self.on_error(error)
-                if not await _send_body(send, error_event(error)):
-                    return False
-            return await _send_body(send, DONE_EVENT)
+            tail = await self._send_payloads(send)
         finally:
+            # Closed before the last write: once that is out, the response is over.
             await self.stream.close()
+        if tail is None:
+            return False
+        self._ended = True
+        return await _send_body(send, tail, more_body=False)
+
+    async def _send_payloads(self, send: Send) -> bytes | None:
+        """Send the payloads as they come; return what the last write must carry (None when
+        the connection broke). The payloads are iterated right here, with no generator layers
+        in between: this loop runs once per token of every stream."""
+        try:
+            if self.stream.first is not None:
+                try:
+                    first = await self.stream.first
+                except StopAsyncIteration:
+                    return DONE_EVENT
+                if type(first) is Last:
+                    return encode_event(first) + DONE_EVENT
+                if not await _send_body(send, encode_event(first)):
+                    return None
+            async for payload in self.stream.rest:
+                if type(payload) is Last:
+                    return encode_event(payload) + DONE_EVENT
+                try:
+                    await send({"type": "http.response.body", "body": encode_event(payload),
+                                "more_body": True})
+                except OSError:  # ASGI 2.4 servers raise it for a closed connection
+                    return None
+        except Exception as exc:  # noqa: BLE001 - a stream must end with an error, not a cut
+            error = to_api_error(exc, self.request_id)
+            self.on_error(error)
+            return error_event(error) + DONE_EVENT
+        return DONE_EVENT
 
     async def _ping(self, send: Send) -> None:
-        while True:
+        while not self._ended:
             await asyncio.sleep(self.ping_interval)
+            if self._ended:  # the last write went out while this one slept
+                return
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": PING_EVENT,
                             "more_body": True})
 
 
-async def _send_body(send: Send, event: bytes) -> bool:
+async def _send_body(send: Send, event: bytes, more_body: bool = True) -> bool:
     try:
-        await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": event, "more_body": more_body})
     except OSError:
         return False
     return True

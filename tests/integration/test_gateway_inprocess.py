@@ -357,3 +357,68 @@ def test_prompt_work_never_blocks_the_event_loop() -> None:
     response, waits = run(go())
     assert response.status_code == 200
     assert len(waits) >= 5 and max(waits) < 0.3, waits
+
+
+def asgi_body_messages(app, payload: dict) -> list[dict]:
+    """The `http.response.body` messages the app sends for one POST (what becomes writes to
+    the client's socket), driving the ASGI app directly."""
+    sent: list[dict] = []
+    raw = json.dumps(payload).encode()
+    requests = [{"type": "http.request", "body": raw, "more_body": False}]
+
+    async def receive() -> dict:
+        if requests:
+            return requests.pop()
+        await asyncio.Event().wait()  # the client stays until the response is over
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions",
+             "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(raw)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+
+    async def go() -> None:
+        async with asyncio.timeout(30):
+            await app(scope, receive, send)
+
+    run(go())
+    return [m for m in sent if m["type"] == "http.response.body"]
+
+
+class ExhaustionRecordingEngine(FakeEngine):
+    """Records whether each request's output generator ran to its end: vLLM aborts a request
+    whose generator is closed early, even a finished one (a message to the engine core)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exhausted: list[bool] = []
+
+    async def generate(self, prompt: dict, params, request_id: str, lora_request=None):
+        self.exhausted.append(False)
+        async for output in super().generate(prompt, params, request_id, lora_request):
+            yield output
+        self.exhausted[-1] = True
+
+
+def test_a_stream_writes_once_per_engine_output_and_ends_in_its_last_write() -> None:
+    """The role chunk goes out with the first token, the last token with the usage, `[DONE]`
+    and the end of the response: four tokens, four writes; the engine's stream is read to its
+    end."""
+    engine = ExhaustionRecordingEngine()
+    messages = asgi_body_messages(make_app(engine), body(
+        max_tokens=4, stream=True, stream_options={"include_usage": True}))
+    assert engine.exhausted == [True]
+    events = [sse_data_from_text(m["body"].decode()) for m in messages]
+    assert [m["more_body"] for m in messages] == [True, True, True, False]
+    first, last = events[0], events[-1]
+    assert json.loads(first[0])["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert json.loads(first[1])["choices"][0]["delta"] == {"content": "a"}
+    assert [len(e) for e in events[1:-1]] == [1, 1]
+    assert json.loads(last[0])["choices"][0]["finish_reason"] == "length"
+    assert json.loads(last[1])["usage"]["completion_tokens"] == 4
+    assert last[2] == "[DONE]"

@@ -72,8 +72,11 @@ def test_profile_ranks_functions_by_inclusive_share_once_per_stack() -> None:
         "run (uvloop/__init__.py:1);send (uvicorn/http.py:5);send (uvicorn/http.py:7) 2",
         "run (uvloop/__init__.py:1);encode (server/sse.py:30) 2",
     ])
-    top, samples = top_functions(raw, count=3)
+    top, samples, leaves = top_functions(raw, count=3)
     assert samples == 10
     # A recursive frame counts once per stack; the loop's root frame is left out.
     assert top == [("send (uvicorn/http.py)", 0.8), ("write (uvicorn/http.py)", 0.6),
                    ("encode (server/sse.py)", 0.2)]
+    # Self: the line each sample was executing.
+    assert leaves == [("write (uvicorn/http.py:9)", 0.6), ("send (uvicorn/http.py:7)", 0.2),
+                      ("encode (server/sse.py:30)", 0.2)]
