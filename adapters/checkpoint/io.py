@@ -5,11 +5,15 @@ Memory stays bounded by the largest single tensor rather than the model or a sha
   header (no mmap: touched mmap pages count as resident memory for the whole shard);
 - PyTorch `.bin` inputs are opened with `torch.load(mmap=True)`, one file at a time;
 - outputs are planned from shapes alone, so each safetensors header is written first and the
-  tensor bytes follow one by one, straight from the producing tensor.
+  tensor bytes follow one by one, straight from the producing tensor;
+- an output that is an unchanged byte range of a safetensors input (a copied tensor, a row
+  block of W_pack) never enters the process: `copy_file_range` copies it file to file inside
+  the kernel, so it costs no memory, no page faults and no copy through user space.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -226,6 +230,51 @@ class SourceCheckpoint:
         self._open_bin = None
 
 
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes of a source file that become an output tensor unchanged."""
+
+    file: Path
+    offset: int
+    nbytes: int
+
+
+# Errors of copy_file_range that mean "not between these two files": fall back to read/write.
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
+_FALLBACK_CHUNK = 16 << 20
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data):]  # a single write stops short of 2 GiB
+
+
+def _copy_range(source: FileRange, out_fd: int, name: str) -> None:
+    """Append `source` to `out_fd` (kernel copy when the filesystem allows, else read/write)."""
+    with source.file.open("rb", buffering=0) as f:
+        fd = f.fileno()
+        os.posix_fadvise(fd, source.offset, source.nbytes, os.POSIX_FADV_SEQUENTIAL)
+        done, kernel = 0, hasattr(os, "copy_file_range")
+        buffer = None
+        while done < source.nbytes:
+            want = source.nbytes - done
+            if kernel:
+                try:
+                    got = os.copy_file_range(fd, out_fd, want, source.offset + done)
+                except OSError as exc:
+                    if exc.errno not in _NO_COPY_FILE_RANGE:
+                        raise
+                    kernel = False
+                    continue
+            else:
+                buffer = buffer or bytearray(min(want, _FALLBACK_CHUNK))
+                got = os.preadv(fd, [memoryview(buffer)[:want]], source.offset + done)
+                _write_all(out_fd, memoryview(buffer)[:got])
+            if got == 0:
+                raise ConversionError(f"{source.file}: truncated while reading tensor {name!r}.")
+            done += got
+
+
 @dataclass
 class OutputTensor:
     name: str
@@ -279,26 +328,40 @@ def _safetensors_header(shard: list[OutputTensor]) -> bytes:
 def write_shards(
     directory: Path,
     shards: list[list[OutputTensor]],
-    produce: Callable[[OutputTensor], torch.Tensor],
+    produce: Callable[[OutputTensor], torch.Tensor | FileRange],
     on_tensor: Callable[[OutputTensor], None] = lambda t: None,
 ) -> list[str]:
-    """Write `model-0000i-of-0000n.safetensors` files and their index; returns the file names."""
+    """Write `model-0000i-of-0000n.safetensors` files and their index; returns the file names.
+
+    `produce` gives each tensor's bytes: a tensor, or a byte range of a source file."""
     total = len(shards)
     names = [f"model-{i + 1:05d}-of-{total:05d}.safetensors" for i in range(total)]
     weight_map: dict[str, str] = {}
     for file_name, shard in zip(names, shards, strict=True):
-        with (directory / file_name).open("wb") as f:
-            f.write(_safetensors_header(shard))
+        # Unbuffered: every write is one system call straight from the tensor's memory, and
+        # kernel copies and writes share one file position.
+        fd = os.open(directory / file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, memoryview(_safetensors_header(shard)))
             for spec in shard:
-                tensor = produce(spec)
-                if tensor.dtype != spec.dtype or tuple(tensor.shape) != spec.shape:
-                    raise ConversionError(
-                        f"internal: {spec.name} produced {tensor.dtype} {list(tensor.shape)}, "
-                        f"planned {spec.dtype} {list(spec.shape)}"
-                    )
-                f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                data = produce(spec)
+                if isinstance(data, FileRange):
+                    if data.nbytes != spec.nbytes:
+                        raise ConversionError(f"internal: {spec.name} is {data.nbytes} bytes of "
+                                              f"{data.file}, planned {spec.nbytes}")
+                    _copy_range(data, fd, spec.name)
+                else:
+                    if data.dtype != spec.dtype or tuple(data.shape) != spec.shape:
+                        raise ConversionError(
+                            f"internal: {spec.name} produced {data.dtype} {list(data.shape)}, "
+                            f"planned {spec.dtype} {list(spec.shape)}"
+                        )
+                    _write_all(fd, data.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                    del data
                 weight_map[spec.name] = file_name
                 on_tensor(spec)
+        finally:
+            os.close(fd)
     # Durable before the staging directory is renamed into place. One fsync per file at the
     # end, not after each shard: the kernel writes a finished shard back while the next one is
     # read and converted, instead of the conversion waiting for each shard's write-back.
