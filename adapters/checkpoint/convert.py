@@ -78,10 +78,10 @@ class RuleRunner:
     An output that is a contiguous view of a safetensors input in its own dtype (a copied
     tensor, a W_pack row block) is produced as its byte range in the source file, which the
     writer copies file to file. The other rules' inputs are read into memory: a thread reads
-    the following such rules' safetensors inputs (readinto releases the GIL) while the current
-    rule is copied, transformed and written, so disk reads overlap with compute and writes;
-    memory grows by at most PREFETCH_BYTES or one rule's inputs. `.bin` inputs are
-    memory-mapped and read by the kernel's readahead instead.
+    and transforms the following such rules with safetensors inputs (readinto and torch's
+    kernels release the GIL) while the current rule is copied or written, so reads, compute
+    (the NormHead fold) and writes overlap; memory grows by at most PREFETCH_BYTES or one
+    rule's tensors. `.bin` inputs are memory-mapped and read by the kernel's readahead instead.
     """
 
     def __init__(self, source: SourceCheckpoint, plan: Plan, target: torch.dtype) -> None:
@@ -119,8 +119,10 @@ class RuleRunner:
         return [FileRange(info.file, info.offset + view.storage_offset() * size,
                           view.numel() * size) for view in views]
 
-    def _load(self, index: int) -> list[torch.Tensor]:
-        return [self.source.load(name) for name in self.rules[index].inputs]
+    def _transformed(self, index: int) -> list[torch.Tensor]:
+        rule = self.rules[index]
+        inputs = [self.source.load(name) for name in rule.inputs]
+        return rule.transform(inputs, self.target) if rule.takes_dtype else rule.transform(inputs)
 
     def _input_bytes(self, index: int) -> int:
         return sum(self.source.tensors[name].nbytes for name in self.rules[index].inputs)
@@ -135,28 +137,21 @@ class RuleRunner:
                 names = self.rules[following].inputs
                 if any(self.source.tensors[n].offset is None for n in names):
                     break
-                self._prefetched[following] = self._pool.submit(self._load, following)
+                self._prefetched[following] = self._pool.submit(self._transformed, following)
                 ahead += self._input_bytes(following)
             following += 1
-
-    def _inputs(self, index: int) -> list[torch.Tensor]:
-        future = self._prefetched.pop(index, None)
-        return future.result() if future is not None else self._load(index)
 
     def produce(self, spec: OutputTensor) -> torch.Tensor | FileRange:
         index = self.index_of[spec.name]
         rule: Rule = self.rules[index]
         if self._current is None or self._current[0] != index:
             self._current = None  # free the previous rule's tensors first
+            future = self._prefetched.pop(index, None)
+            self._prefetch_after(index)
             if self.ranges[index] is not None:
                 results: list = self.ranges[index]
-                self._prefetch_after(index)
             else:
-                inputs = self._inputs(index)
-                self._prefetch_after(index)
-                results = (rule.transform(inputs, self.target) if rule.takes_dtype
-                           else rule.transform(inputs))
-                del inputs
+                results = future.result() if future is not None else self._transformed(index)
             self._current = (index, dict(zip(rule.outputs, results, strict=True)))
         data = self._current[1].pop(spec.name)
         if isinstance(data, torch.Tensor) and data.dtype.is_floating_point \

@@ -13,6 +13,7 @@ Memory stays bounded by the largest single tensor rather than the model or a sha
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import math
@@ -242,37 +243,81 @@ class FileRange:
 # Errors of copy_file_range that mean "not between these two files": fall back to read/write.
 _NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
 _FALLBACK_CHUNK = 16 << 20
+# Written bytes are handed to the disk in steps of this size (see OutputFile).
+WRITEBACK_CHUNK = 64 << 20
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        data = data[os.write(fd, data):]  # a single write stops short of 2 GiB
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range (Linux), which Python's os module does not offer."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return function
 
 
-def _copy_range(source: FileRange, out_fd: int, name: str) -> None:
-    """Append `source` to `out_fd` (kernel copy when the filesystem allows, else read/write)."""
-    with source.file.open("rb", buffering=0) as f:
-        fd = f.fileno()
-        os.posix_fadvise(fd, source.offset, source.nbytes, os.POSIX_FADV_SEQUENTIAL)
-        done, kernel = 0, hasattr(os, "copy_file_range")
-        buffer = None
-        while done < source.nbytes:
-            want = source.nbytes - done
-            if kernel:
-                try:
-                    got = os.copy_file_range(fd, out_fd, want, source.offset + done)
-                except OSError as exc:
-                    if exc.errno not in _NO_COPY_FILE_RANGE:
-                        raise
-                    kernel = False
-                    continue
-            else:
-                buffer = buffer or bytearray(min(want, _FALLBACK_CHUNK))
-                got = os.preadv(fd, [memoryview(buffer)[:want]], source.offset + done)
-                _write_all(out_fd, memoryview(buffer)[:got])
-            if got == 0:
-                raise ConversionError(f"{source.file}: truncated while reading tensor {name!r}.")
-            done += got
+_START_WRITEBACK = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+class OutputFile:
+    """A shard being written, tensor after tensor, at the end of the file.
+
+    Each WRITEBACK_CHUNK is handed to the disk as soon as it is written
+    (sync_file_range(SYNC_FILE_RANGE_WRITE) starts the write-back and does not wait): left to
+    itself, the kernel holds written data in the page cache until the dirty limit (10% of
+    memory) or the final fsync, so the disk would first only read, then only write."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.position = 0
+
+    def _written(self, nbytes: int) -> None:
+        if _START_WRITEBACK is not None:  # a hint: its failure changes no byte
+            _START_WRITEBACK(self.fd, self.position, nbytes, _SYNC_FILE_RANGE_WRITE)
+        self.position += nbytes
+
+    def write(self, data: memoryview) -> None:
+        """Unbuffered: one system call per chunk, straight from the tensor's memory."""
+        for start in range(0, len(data), WRITEBACK_CHUNK):
+            chunk = data[start:start + WRITEBACK_CHUNK]
+            rest = chunk
+            while rest:
+                rest = rest[os.write(self.fd, rest):]
+            self._written(len(chunk))
+
+    def copy(self, source: FileRange, name: str) -> None:
+        """Append `source`: a kernel copy (copy_file_range) when the filesystems allow it,
+        else read and write through a buffer."""
+        with source.file.open("rb", buffering=0) as f:
+            fd = f.fileno()
+            os.posix_fadvise(fd, source.offset, source.nbytes, os.POSIX_FADV_SEQUENTIAL)
+            done, kernel, buffer = 0, hasattr(os, "copy_file_range"), None
+            while done < source.nbytes:
+                want = min(source.nbytes - done, WRITEBACK_CHUNK)
+                if kernel:
+                    try:
+                        got = os.copy_file_range(fd, self.fd, want, source.offset + done)
+                    except OSError as exc:
+                        if exc.errno not in _NO_COPY_FILE_RANGE:
+                            raise
+                        kernel = False
+                        continue
+                else:
+                    buffer = buffer or bytearray(min(want, _FALLBACK_CHUNK))
+                    got = os.preadv(fd, [memoryview(buffer)[:want]], source.offset + done)
+                if got == 0:
+                    raise ConversionError(
+                        f"{source.file}: truncated while reading tensor {name!r}.")
+                if kernel:
+                    self._written(got)
+                else:
+                    self.write(memoryview(buffer)[:got])
+                done += got
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 @dataclass
@@ -338,33 +383,31 @@ def write_shards(
     names = [f"model-{i + 1:05d}-of-{total:05d}.safetensors" for i in range(total)]
     weight_map: dict[str, str] = {}
     for file_name, shard in zip(names, shards, strict=True):
-        # Unbuffered: every write is one system call straight from the tensor's memory, and
-        # kernel copies and writes share one file position.
-        fd = os.open(directory / file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        out = OutputFile(directory / file_name)
         try:
-            _write_all(fd, memoryview(_safetensors_header(shard)))
+            out.write(memoryview(_safetensors_header(shard)))
             for spec in shard:
                 data = produce(spec)
                 if isinstance(data, FileRange):
                     if data.nbytes != spec.nbytes:
                         raise ConversionError(f"internal: {spec.name} is {data.nbytes} bytes of "
                                               f"{data.file}, planned {spec.nbytes}")
-                    _copy_range(data, fd, spec.name)
+                    out.copy(data, spec.name)
                 else:
                     if data.dtype != spec.dtype or tuple(data.shape) != spec.shape:
                         raise ConversionError(
                             f"internal: {spec.name} produced {data.dtype} {list(data.shape)}, "
                             f"planned {spec.dtype} {list(spec.shape)}"
                         )
-                    _write_all(fd, data.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                    out.write(data.contiguous().reshape(-1).view(torch.uint8).numpy().data)
                     del data
                 weight_map[spec.name] = file_name
                 on_tensor(spec)
         finally:
-            os.close(fd)
+            out.close()
     # Durable before the staging directory is renamed into place. One fsync per file at the
-    # end, not after each shard: the kernel writes a finished shard back while the next one is
-    # read and converted, instead of the conversion waiting for each shard's write-back.
+    # end, not after each shard: the write-back of every chunk started as it was written (see
+    # OutputFile), so this waits only for the last ones.
     for file_name in names:
         fd = os.open(directory / file_name, os.O_RDONLY)
         try:
