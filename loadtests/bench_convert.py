@@ -272,7 +272,8 @@ def result_row(fmt: str, mode: str, total: int, seconds: float, startup: float, 
 
 def markdown(results: list[dict]) -> str:
     lines = ["| source | manifest hashes | converter | x cold read | x cold copy "
-             "| start-up | per byte after start-up | x cold read | x cold copy "
+             "| start-up | per byte after start-up | per byte x cold read "
+             "| per byte x cold copy "
              "| cold read just before | cold copy (read + write + fsync) "
              "| peak RSS / largest shard |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
