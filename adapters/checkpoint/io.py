@@ -292,7 +292,8 @@ class OutputFile:
         else read and write through a buffer."""
         with source.file.open("rb", buffering=0) as f:
             fd = f.fileno()
-            os.posix_fadvise(fd, source.offset, source.nbytes, os.POSIX_FADV_SEQUENTIAL)
+            if hasattr(os, "posix_fadvise"):  # a larger read-ahead (not on macOS)
+                os.posix_fadvise(fd, source.offset, source.nbytes, os.POSIX_FADV_SEQUENTIAL)
             done, kernel, buffer = 0, hasattr(os, "copy_file_range"), None
             while done < source.nbytes:
                 want = min(source.nbytes - done, WRITEBACK_CHUNK)
