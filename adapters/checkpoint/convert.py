@@ -20,7 +20,13 @@ import torch
 
 from adapters.checkpoint.detect import plan_conversion, read_config
 from adapters.checkpoint.errors import ConversionError
-from adapters.checkpoint.io import OutputTensor, SourceCheckpoint, plan_shards, write_shards
+from adapters.checkpoint.io import (
+    FileRange,
+    OutputTensor,
+    SourceCheckpoint,
+    plan_shards,
+    write_shards,
+)
 from adapters.checkpoint.manifest import BackgroundHasher, source_files_record, write_manifest
 from adapters.checkpoint.plan import Plan, Rule
 from adapters.checkpoint.tokenizer import convert_tokenizer
@@ -69,10 +75,13 @@ def _target_dtype(name: str, source: SourceCheckpoint, plan: Plan) -> torch.dtyp
 class RuleRunner:
     """Produces output tensors rule by rule, keeping only the current rule's outputs.
 
-    While one rule is transformed and written, a thread reads the following rules' safetensors
-    inputs (readinto releases the GIL), so disk reads overlap with compute and writes; memory
-    grows by at most PREFETCH_BYTES or one rule's inputs. `.bin` inputs are memory-mapped and
-    read by the kernel's readahead instead.
+    An output that is a contiguous view of a safetensors input in its own dtype (a copied
+    tensor, a W_pack row block) is produced as its byte range in the source file, which the
+    writer copies file to file. The other rules' inputs are read into memory: a thread reads
+    and transforms the following such rules with safetensors inputs (readinto and torch's
+    kernels release the GIL) while the current rule is copied or written, so reads, compute
+    (the NormHead fold) and writes overlap; memory grows by at most PREFETCH_BYTES or one
+    rule's tensors. `.bin` inputs are memory-mapped and read by the kernel's readahead instead.
     """
 
     def __init__(self, source: SourceCheckpoint, plan: Plan, target: torch.dtype) -> None:
@@ -80,7 +89,8 @@ class RuleRunner:
         self.target = target
         self.rules = plan.rules
         self.index_of = {name: i for i, rule in enumerate(plan.rules) for name in rule.outputs}
-        self._current: tuple[int, dict[str, torch.Tensor]] | None = None
+        self.ranges = [self._file_ranges(rule) for rule in plan.rules]
+        self._current: tuple[int, dict[str, torch.Tensor | FileRange]] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         self._prefetched: dict[int, Future] = {}
 
@@ -94,40 +104,60 @@ class RuleRunner:
             for name, shape, dtype in zip(rule.outputs, rule.shapes, rule.dtypes, strict=True)
         ]
 
-    def _load(self, index: int) -> list[torch.Tensor]:
-        return [self.source.load(name) for name in self.rules[index].inputs]
+    def _file_ranges(self, rule: Rule) -> list[FileRange] | None:
+        """The outputs' byte ranges in the source file, when every output is one."""
+        if not rule.views or len(rule.inputs) != 1:
+            return None
+        info = self.source.tensors[rule.inputs[0]]
+        if info.offset is None or self.out_dtype(info.dtype) != info.dtype:
+            return None
+        # The transform applied to a tensor without data gives each view's storage offset.
+        views = rule.transform([torch.empty(info.shape, dtype=info.dtype, device="meta")])
+        if not all(view.is_contiguous() for view in views):
+            return None
+        size = info.dtype.itemsize
+        return [FileRange(info.file, info.offset + view.storage_offset() * size,
+                          view.numel() * size) for view in views]
+
+    def _transformed(self, index: int) -> list[torch.Tensor]:
+        rule = self.rules[index]
+        inputs = [self.source.load(name) for name in rule.inputs]
+        return rule.transform(inputs, self.target) if rule.takes_dtype else rule.transform(inputs)
 
     def _input_bytes(self, index: int) -> int:
         return sum(self.source.tensors[name].nbytes for name in self.rules[index].inputs)
 
-    def _inputs(self, index: int) -> list[torch.Tensor]:
-        future = self._prefetched.pop(index, None)
-        inputs = future.result() if future is not None else self._load(index)
-        # Read ahead up to PREFETCH_BYTES (at least the next rule) of safetensors inputs.
+    def _prefetch_after(self, index: int) -> None:
+        """Read ahead up to PREFETCH_BYTES (at least one rule) of the safetensors inputs of the
+        rules after `index` that are read into memory."""
         ahead = sum(self._input_bytes(i) for i in self._prefetched)
         following = max([index, *self._prefetched]) + 1
         while following < len(self.rules) and (not self._prefetched or ahead < PREFETCH_BYTES):
-            if any(self.source.tensors[n].offset is None for n in self.rules[following].inputs):
-                break
-            self._prefetched[following] = self._pool.submit(self._load, following)
-            ahead += self._input_bytes(following)
+            if self.ranges[following] is None:
+                names = self.rules[following].inputs
+                if any(self.source.tensors[n].offset is None for n in names):
+                    break
+                self._prefetched[following] = self._pool.submit(self._transformed, following)
+                ahead += self._input_bytes(following)
             following += 1
-        return inputs
 
-    def produce(self, spec: OutputTensor) -> torch.Tensor:
+    def produce(self, spec: OutputTensor) -> torch.Tensor | FileRange:
         index = self.index_of[spec.name]
         rule: Rule = self.rules[index]
         if self._current is None or self._current[0] != index:
             self._current = None  # free the previous rule's tensors first
-            inputs = self._inputs(index)
-            results = (rule.transform(inputs, self.target) if rule.takes_dtype
-                       else rule.transform(inputs))
-            del inputs
+            future = self._prefetched.pop(index, None)
+            self._prefetch_after(index)
+            if self.ranges[index] is not None:
+                results: list = self.ranges[index]
+            else:
+                results = future.result() if future is not None else self._transformed(index)
             self._current = (index, dict(zip(rule.outputs, results, strict=True)))
-        tensor = self._current[1].pop(spec.name)
-        if tensor.dtype.is_floating_point and tensor.dtype != spec.dtype:
-            tensor = tensor.to(spec.dtype)
-        return tensor
+        data = self._current[1].pop(spec.name)
+        if isinstance(data, torch.Tensor) and data.dtype.is_floating_point \
+                and data.dtype != spec.dtype:
+            data = data.to(spec.dtype)
+        return data
 
     def close(self) -> None:
         self._current = None
@@ -195,6 +225,13 @@ def _write_metadata(out: Path, plan: Plan, target: torch.dtype) -> None:
         (out / "quantize_config.json").write_text(json.dumps(plan.quantization, indent=2) + "\n")
 
 
+def _write_side_files(src: Path, out: Path, plan: Plan, target: torch.dtype) -> dict:
+    """Tokenizer and serving metadata; returns the tokenizer record for the manifest."""
+    tokenizer = _write_tokenizer(src, out, plan.llama_config, plan.layout)
+    _write_metadata(out, plan, target)
+    return tokenizer
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -224,14 +261,18 @@ def convert(src: Path, dst: Path, options: Options = Options()) -> dict:
     staging = dst.parent / f"{STAGING_PREFIX}{dst.name}-{os.getpid()}"
     staging.mkdir()
     hasher = BackgroundHasher(source.files) if options.hash_sources else None
+    # The tokenizer and the serving metadata are small files but seconds of imports
+    # (protobuf, tokenizers, the chat template): made in a thread while the weights stream.
+    side = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
+    side_files = side.submit(_write_side_files, src, staging, plan, target)
     try:
         with _progress(sum(t.nbytes for t in outputs), options.progress) as bar:
             files = write_shards(staging, shards, runner.produce,
                                  on_tensor=lambda t: bar.update(t.nbytes))
         runner.close()
         source.close()
-        tokenizer = _write_tokenizer(src, staging, plan.llama_config, plan.layout)
-        _write_metadata(staging, plan, target)
+        tokenizer = side_files.result()
+        side.shutdown()
         verification = None
         if options.verify:
             from adapters.checkpoint.verify import verify_conversion
@@ -262,6 +303,7 @@ def convert(src: Path, dst: Path, options: Options = Options()) -> dict:
         _publish(staging, dst, options.force)
     except BaseException:
         runner.close()
+        side.shutdown(wait=True, cancel_futures=True)  # nothing writes into staging any more
         if hasher is not None:
             hasher.cancel()
         shutil.rmtree(staging, ignore_errors=True)

@@ -5,11 +5,16 @@ Memory stays bounded by the largest single tensor rather than the model or a sha
   header (no mmap: touched mmap pages count as resident memory for the whole shard);
 - PyTorch `.bin` inputs are opened with `torch.load(mmap=True)`, one file at a time;
 - outputs are planned from shapes alone, so each safetensors header is written first and the
-  tensor bytes follow one by one, straight from the producing tensor.
+  tensor bytes follow one by one, straight from the producing tensor;
+- an output that is an unchanged byte range of a safetensors input (a copied tensor, a row
+  block of W_pack) never enters the process: `copy_file_range` copies it file to file inside
+  the kernel, so it costs no memory, no page faults and no copy through user space.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import math
 import os
@@ -226,6 +231,96 @@ class SourceCheckpoint:
         self._open_bin = None
 
 
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes of a source file that become an output tensor unchanged."""
+
+    file: Path
+    offset: int
+    nbytes: int
+
+
+# Errors of copy_file_range that mean "not between these two files": fall back to read/write.
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
+_FALLBACK_CHUNK = 16 << 20
+# Written bytes are handed to the disk in steps of this size (see OutputFile).
+WRITEBACK_CHUNK = 64 << 20
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range (Linux), which Python's os module does not offer."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return function
+
+
+_START_WRITEBACK = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+class OutputFile:
+    """A shard being written, tensor after tensor, at the end of the file.
+
+    Each WRITEBACK_CHUNK is handed to the disk as soon as it is written
+    (sync_file_range(SYNC_FILE_RANGE_WRITE) starts the write-back and does not wait): left to
+    itself, the kernel holds written data in the page cache until the dirty limit (10% of
+    memory) or the final fsync, so the disk would first only read, then only write."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.position = 0
+
+    def _written(self, nbytes: int) -> None:
+        if _START_WRITEBACK is not None:  # a hint: its failure changes no byte
+            _START_WRITEBACK(self.fd, self.position, nbytes, _SYNC_FILE_RANGE_WRITE)
+        self.position += nbytes
+
+    def write(self, data: memoryview) -> None:
+        """Unbuffered: one system call per chunk, straight from the tensor's memory."""
+        for start in range(0, len(data), WRITEBACK_CHUNK):
+            chunk = data[start:start + WRITEBACK_CHUNK]
+            rest = chunk
+            while rest:
+                rest = rest[os.write(self.fd, rest):]
+            self._written(len(chunk))
+
+    def copy(self, source: FileRange, name: str) -> None:
+        """Append `source`: a kernel copy (copy_file_range) when the filesystems allow it,
+        else read and write through a buffer."""
+        with source.file.open("rb", buffering=0) as f:
+            fd = f.fileno()
+            if hasattr(os, "posix_fadvise"):  # a larger read-ahead (not on macOS)
+                os.posix_fadvise(fd, source.offset, source.nbytes, os.POSIX_FADV_SEQUENTIAL)
+            done, kernel, buffer = 0, hasattr(os, "copy_file_range"), None
+            while done < source.nbytes:
+                want = min(source.nbytes - done, WRITEBACK_CHUNK)
+                if kernel:
+                    try:
+                        got = os.copy_file_range(fd, self.fd, want, source.offset + done)
+                    except OSError as exc:
+                        if exc.errno not in _NO_COPY_FILE_RANGE:
+                            raise
+                        kernel = False
+                        continue
+                else:
+                    buffer = buffer or bytearray(min(want, _FALLBACK_CHUNK))
+                    got = os.preadv(fd, [memoryview(buffer)[:want]], source.offset + done)
+                if got == 0:
+                    raise ConversionError(
+                        f"{source.file}: truncated while reading tensor {name!r}.")
+                if kernel:
+                    self._written(got)
+                else:
+                    self.write(memoryview(buffer)[:got])
+                done += got
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 @dataclass
 class OutputTensor:
     name: str
@@ -279,29 +374,41 @@ def _safetensors_header(shard: list[OutputTensor]) -> bytes:
 def write_shards(
     directory: Path,
     shards: list[list[OutputTensor]],
-    produce: Callable[[OutputTensor], torch.Tensor],
+    produce: Callable[[OutputTensor], torch.Tensor | FileRange],
     on_tensor: Callable[[OutputTensor], None] = lambda t: None,
 ) -> list[str]:
-    """Write `model-0000i-of-0000n.safetensors` files and their index; returns the file names."""
+    """Write `model-0000i-of-0000n.safetensors` files and their index; returns the file names.
+
+    `produce` gives each tensor's bytes: a tensor, or a byte range of a source file."""
     total = len(shards)
     names = [f"model-{i + 1:05d}-of-{total:05d}.safetensors" for i in range(total)]
     weight_map: dict[str, str] = {}
     for file_name, shard in zip(names, shards, strict=True):
-        with (directory / file_name).open("wb") as f:
-            f.write(_safetensors_header(shard))
+        out = OutputFile(directory / file_name)
+        try:
+            out.write(memoryview(_safetensors_header(shard)))
             for spec in shard:
-                tensor = produce(spec)
-                if tensor.dtype != spec.dtype or tuple(tensor.shape) != spec.shape:
-                    raise ConversionError(
-                        f"internal: {spec.name} produced {tensor.dtype} {list(tensor.shape)}, "
-                        f"planned {spec.dtype} {list(spec.shape)}"
-                    )
-                f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                data = produce(spec)
+                if isinstance(data, FileRange):
+                    if data.nbytes != spec.nbytes:
+                        raise ConversionError(f"internal: {spec.name} is {data.nbytes} bytes of "
+                                              f"{data.file}, planned {spec.nbytes}")
+                    out.copy(data, spec.name)
+                else:
+                    if data.dtype != spec.dtype or tuple(data.shape) != spec.shape:
+                        raise ConversionError(
+                            f"internal: {spec.name} produced {data.dtype} {list(data.shape)}, "
+                            f"planned {spec.dtype} {list(spec.shape)}"
+                        )
+                    out.write(data.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                    del data
                 weight_map[spec.name] = file_name
                 on_tensor(spec)
+        finally:
+            out.close()
     # Durable before the staging directory is renamed into place. One fsync per file at the
-    # end, not after each shard: the kernel writes a finished shard back while the next one is
-    # read and converted, instead of the conversion waiting for each shard's write-back.
+    # end, not after each shard: the write-back of every chunk started as it was written (see
+    # OutputFile), so this waits only for the last ones.
     for file_name in names:
         fd = os.open(directory / file_name, os.O_RDONLY)
         try:

@@ -34,6 +34,9 @@ class Rule:
     # Transforms that compute in float32 get the output dtype as a second argument, so they
     # can round chunk by chunk instead of holding a float32 copy of a whole large tensor.
     takes_dtype: bool = False
+    # The transform returns contiguous views of its single input (identity, row blocks): such
+    # outputs are byte ranges of the source file, copied file to file by the kernel.
+    views: bool = False
 
 
 @dataclass
@@ -48,7 +51,8 @@ class Plan:
 
 
 def copy_rule(info: TensorInfo, out_name: str | None = None) -> Rule:
-    return Rule((info.name,), (out_name or info.name,), (info.shape,), (info.dtype,))
+    return Rule((info.name,), (out_name or info.name,), (info.shape,), (info.dtype,),
+                views=True)
 
 
 def check_consumed(source: SourceCheckpoint, rules: list[Rule], dropped: list[str],
