@@ -39,8 +39,9 @@ Payloads = Payload | list[Payload]
 
 
 class Last(list):
-    """The stream's last payloads (the endpoint knows the engine is done): they go out with
-    `[DONE]` in the write that ends the response, and the stream is closed unread."""
+    """The stream's last payloads: they go out with `[DONE]` in the write that ends the
+    response, and the endpoint's generator is closed, not read further. Yield it once the
+    engine's outputs have ended (vLLM aborts a request whose output stream is closed early)."""
 
 
 def encode_event(payload: Payloads) -> bytes:
@@ -97,11 +98,12 @@ async def start_when_answered(payloads: AsyncIterator[Payloads], wait: float
 
 
 class SSEResponse(Response):
-    """A 200 `text/event-stream` of already framed events.
+    """A 200 `text/event-stream` of an endpoint's payloads, each sent as it comes.
 
-    Pings every `ping_interval` seconds (0: none). A client that disconnects stops the stream
-    (closing `events`, which aborts the engine request) and `on_disconnect` is called;
-    `on_end` is called once however the response ends."""
+    A failure becomes one error event; `[DONE]` always ends the stream. Pings every
+    `ping_interval` seconds (0: none). A client that disconnects stops the stream (closing it,
+    which aborts the engine request) and `on_disconnect` is called; `on_end` is called once
+    however the response ends."""
 
     media_type = "text/event-stream"
 
@@ -122,7 +124,6 @@ class SSEResponse(Response):
                            "X-Accel-Buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        delivered = False
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
@@ -139,12 +140,11 @@ class SSEResponse(Response):
                 for task in (streaming, watching, pinging):
                     if task is not None:
                         with contextlib.suppress(asyncio.CancelledError):
-                            await task  # `events` is closed before the response ends
+                            await task  # the stream is closed before the response ends
             if streaming.cancelled():  # the client went away first
                 await self.on_disconnect()
                 return
-            delivered = streaming.result()
-            if not delivered:
+            if not streaming.result():  # the connection broke under a send
                 await self.on_disconnect()
         finally:
             self.on_end()
