@@ -142,10 +142,6 @@ class ChatService(EngineService):
             body=await self._complete(request, outputs, ctx, fitted.token_ids, top),
             headers=headers)
 
-    @staticmethod
-    def _usage_chunk(base: dict, prompt_tokens: int, completion_tokens: int) -> dict:
-        return {**base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
-
     def _base(self, ctx: RequestContext, obj: str) -> dict:
         return {"id": ctx.engine_request_id, "object": obj, "created": ctx.created,
                 "model": ctx.model}
@@ -237,7 +233,8 @@ class ChatService(EngineService):
                     elif batch:
                         yield batch if len(batch) > 1 else batch[0]
             if include_usage:
-                final.append(self._usage_chunk(base, prompt_tokens, completion_tokens))
+                final.append({**base, "choices": [],
+                              "usage": usage(prompt_tokens, completion_tokens)})
             yield Last(final)
         finally:
             if self.settings.log_content:
