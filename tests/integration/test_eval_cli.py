@@ -242,7 +242,9 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_the_cache(fake, tmp_path):
     fake, url = fake
     fake.hang_after = 2
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "huatuo", "eval",
+    # -X faulthandler: if the process does not end, SIGABRT makes it print every thread's
+    # stack, so that a hang (seen once in a full CI run, never reproduced) can be read.
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "huatuo", "eval",
                              *mcq_args(url, out, "--concurrency", "1")], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -251,7 +253,12 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_the_cache(fake, tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"huatuo eval did not end within 60 s of Ctrl+C; its stacks:\n{err}")
     fake.release.set()
     assert proc.returncode == 130
     assert err.strip().splitlines() == [
