@@ -28,8 +28,6 @@ def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             num_layers=8, num_heads=8, num_kv_heads=8)
 
 
-
-
 @pytest.fixture(scope="session")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
@@ -40,5 +38,18 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
          "--dtype", "float32"],
         log,
     )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_server(slow_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[ServerProcess]:
+    """`huatuo serve` on the 8-layer model: answers still stream seconds later, however quiet
+    the machine (and however long the engine, which keeps both cores busy, starves the test
+    process of a core)."""
+    log = tmp_path_factory.mktemp("logs") / "slow.log"
+    proc = start_server(["--model", str(slow_model_dir), "--max-model-len", "2048",
+                         "--dtype", "float32"], log)
     yield proc
     proc.stop()

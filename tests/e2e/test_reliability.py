@@ -180,17 +180,6 @@ def test_overload_burst_gets_answers_or_429(guarded_server: ServerProcess) -> No
     print(f"burst of {10 * ADMISSION_LIMIT}: {dict(outcomes)}, lost 0")
 
 
-@pytest.fixture(scope="module")
-def slow_server(slow_model_dir: Path, tmp_path_factory) -> Iterator[ServerProcess]:
-    """The 8-layer model: answers still stream seconds later, however quiet the machine, so
-    the work an abort saves is large and measurable."""
-    log = tmp_path_factory.mktemp("logs") / "slow.log"
-    server = start_server(["--model", str(slow_model_dir), "--max-model-len", "2048",
-                           "--dtype", "float32"], log)
-    yield server
-    server.stop()
-
-
 # Tokens one engine request may still produce between its client leaving and the abort
 # landing (a scheduler step or two); without the abort, each would run to max_tokens.
 TOKENS_AFTER_LEAVING = 6
