@@ -16,13 +16,13 @@ not reachable; 2 bad usage (missing file, unknown format, refused key); 130 inte
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
 
 from evaluation import data as data_mod
 from evaluation import prompts
+from evaluation.interrupt import run_interruptibly
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
@@ -196,7 +196,7 @@ def _run_mcq(args: argparse.Namespace) -> int:
         mode=args.mode, dev=args.dev, shots=args.shots, concurrency=args.concurrency,
         limit=args.limit, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
         max_tokens=args.max_tokens, max_retries=args.max_retries, timeout=args.timeout)
-    outcome = asyncio.run(run_async(cfg))
+    outcome = run_interruptibly(run_async(cfg))
     print(summary_line(outcome.results))
     print(f"results: {args.output_dir / 'results.json'}  report: "
           f"{args.output_dir / 'report.md'}")
@@ -233,14 +233,14 @@ def _run_judge(args: argparse.Namespace) -> int:
         judge_max_tokens=args.judge_max_tokens, timeout=args.timeout)
     if args.judge_command == "pairwise":
         items = judge.load_pairs(args.pairs, args.a, args.b)
-        results = asyncio.run(judge.run_pairwise(cfg, items))
+        results = run_interruptibly(judge.run_pairwise(cfg, items))
         print(f"win {results['win']} / tie {results['tie']} / loss {results['loss']} "
               f"(n={results['n']}, failures {results['failures']})")
     else:
         cfg.base_url, cfg.api_key, cfg.model = args.base_url, _key(args.api_key), args.model
         cfg.max_tokens, cfg.temperature = args.max_tokens, args.temperature
         rows = judge.load_rubric_rows(args.data)
-        results = asyncio.run(judge.run_rubric(cfg, rows))
+        results = run_interruptibly(judge.run_rubric(cfg, rows))
         score = "n/a" if results["score"] is None else f"{100 * results['score']:.1f}%"
         ci = results["ci95"]
         print(f"rubric score {score}" + (f" (95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f})"
