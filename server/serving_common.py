@@ -39,8 +39,19 @@ async def run_sized(size: int, function: Callable[..., T], *args) -> T:
 
 
 def messages_size(messages: Sequence) -> int:
-    """Characters of chat messages' contents (a list of parts counts its text and markup)."""
-    return sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict))
+    """Characters of chat messages' contents: texts, and the text of each content part.
+
+    Counted without building any string, since measuring runs on the event loop."""
+    return sum(_content_size(m.get("content")) for m in messages if isinstance(m, dict))
+
+
+def _content_size(content: object) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(len(part["text"]) if isinstance(part, dict)
+                   and isinstance(part.get("text"), str) else 1 for part in content)
+    return 0
 
 
 def prompt_size(prompt: object) -> int:
