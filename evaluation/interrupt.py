@@ -3,9 +3,12 @@
 `asyncio.run` answers Ctrl+C by cancelling the main task once. A library may swallow that one
 cancellation: anyio's `CancelScope` does when it lands while httpx is opening a connection
 (agronholm/anyio#1214), and the request then goes on to wait for a server that may never
-answer. Here Ctrl+C cancels every task, and again every `REPEAT_S` until the main one has
-ended; a second Ctrl+C stops at once. Either way the caller gets `KeyboardInterrupt`, and what
-the tasks' `finally` blocks save (the answer cache) is saved.
+answer. And with no wake-up fd, a SIGINT that the kernel hands to another thread (tqdm keeps
+one) leaves an idle loop asleep until its next timer. Here the handler is the loop's own
+(`add_signal_handler`, which sets a wake-up fd); Ctrl+C cancels every task, and again every
+`REPEAT_S` until the main one has ended; a second Ctrl+C stops at once. Either way the caller
+gets `KeyboardInterrupt`, and what the tasks' `finally` blocks save (the answer cache) is
+saved.
 """
 
 from __future__ import annotations

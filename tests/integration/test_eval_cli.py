@@ -243,7 +243,7 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_the_cache(fake, tmp_path):
     fake.hang_after = 2
     out = tmp_path / "interrupted"
     # -X faulthandler: if the process does not end, SIGABRT makes it print every thread's
-    # stack, so that a hang (seen once in a full CI run, never reproduced) can be read.
+    # stack. Such a hang was seen in CI (evaluation/interrupt.py now prevents both causes).
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "huatuo", "eval",
                              *mcq_args(url, out, "--concurrency", "1")], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
