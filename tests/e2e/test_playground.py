@@ -116,6 +116,18 @@ def watch_answer_lengths(driver) -> None:
                    {childList: true, subtree: true, characterData: true});""")
 
 
+def never_end_on_eos(driver) -> None:
+    """Add ignore_eos to the page's chat requests: the random model samples its EOS token now
+    and then, and an answer that ends on its own cannot be stopped."""
+    js(driver, """const send = window.fetch;
+        window.fetch = (url, init) => {
+          if (String(url).endsWith('/v1/chat/completions') && init && init.body) {
+            init = {...init, body: JSON.stringify({...JSON.parse(init.body), ignore_eos: true})};
+          }
+          return send(url, init);
+        };""")
+
+
 def status_text(driver) -> str:
     return js(driver, "const s = document.getElementById('status'); "
                       "return s.hidden ? '' : s.textContent;")
@@ -303,7 +315,8 @@ def test_missing_key_is_explained_and_question_kept(guarded_server: ServerProces
 def occupy_the_only_slot(server: ServerProcess, release: threading.Event,
                          started: threading.Event) -> None:
     body = {"model": SLOW_MODEL, "messages": [{"role": "user", "content": "hold"}],
-            "max_tokens": 1800, "temperature": 1.0, "stream": True}
+            "max_tokens": 1800, "temperature": 1.0, "stream": True,
+            "ignore_eos": True}  # the random model's EOS would free the slot early
     with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body,
                       headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as response:
         for _ in response.iter_lines():
@@ -339,6 +352,7 @@ def test_stop_cancels_the_answer_and_frees_the_engine(guarded_server: ServerProc
     open_page(browser, guarded_server, key=KEY)
     settings(browser, temperature="1", max_tokens="1800")
     watch_answer_lengths(browser)
+    never_end_on_eos(browser)
     ask(browser, "Tell me everything about diabetes. 请详细介绍糖尿病。")
     wait_for(lambda: len({n for n in js(browser, "return window.__lengths") if n}) >= 2, 120,
              message="the answer to arrive in more than one step")

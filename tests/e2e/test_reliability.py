@@ -64,9 +64,13 @@ SLOW_MODEL = "slow-huatuo"
 
 def start_streams(client: httpx.AsyncClient, url: str, count: int, max_tokens: int
                   ) -> list[asyncio.Task]:
-    """Streams on the slow model: 2000 tokens take half a minute, 20 well under a second."""
+    """Streams on the slow model: 2000 tokens take half a minute, 20 well under a second.
+
+    ignore_eos: the random model samples its EOS token now and then, and a stream that ends
+    early on its own is not in flight when the test acts on it."""
     return [asyncio.create_task(read_stream(client, url, chat_body(
-        max_tokens=max_tokens, stream=True, temperature=1.0, model=SLOW_MODEL)))
+        max_tokens=max_tokens, stream=True, temperature=1.0, model=SLOW_MODEL,
+        ignore_eos=True)))
         for _ in range(count)]
 
 
@@ -194,7 +198,7 @@ def test_disconnected_clients_free_the_engine(slow_server: ServerProcess) -> Non
     async def leave_mid_stream() -> int:
         async with httpx.AsyncClient(timeout=120) as client:
             body = chat_body(max_tokens=max_tokens, stream=True, temperature=1.0,
-                             model=SLOW_MODEL)
+                             model=SLOW_MODEL, ignore_eos=True)
             async with client.stream("POST", f"{base}/v1/chat/completions",
                                      json=body) as response:
                 received = 0
@@ -223,7 +227,8 @@ def test_non_streaming_disconnect_aborts(slow_server: ServerProcess) -> None:
     # 8 x 300 tokens: half a minute of work for the slow model; the client leaves after 1 s.
     with pytest.raises(httpx.TimeoutException):
         httpx.post(f"{base}/v1/chat/completions", timeout=1.0,
-                   json=chat_body(max_tokens=300, temperature=1.0, n=8, model=SLOW_MODEL))
+                   json=chat_body(max_tokens=300, temperature=1.0, n=8, model=SLOW_MODEL,
+                                  ignore_eos=True))
     left_at = generated_tokens(base)
     assert engine_busy_after(base, 5.0) == 0
     after = generated_tokens(base) - left_at
