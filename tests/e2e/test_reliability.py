@@ -62,16 +62,20 @@ def engine_busy_after(base_url: str, seconds: float) -> float:
 SLOW_MODEL = "slow-huatuo"
 
 
-def start_streams(client: httpx.AsyncClient, url: str, count: int, max_tokens: int
-                  ) -> list[asyncio.Task]:
-    """Streams on the slow model: 2000 tokens take half a minute, 20 well under a second.
+async def start_streams(client: httpx.AsyncClient, url: str, count: int, max_tokens: int
+                        ) -> list[asyncio.Task]:
+    """Streams on the slow model (2000 tokens take half a minute, 20 well under a second),
+    once the server has answered every one of them: a fixed sleep is not enough on a machine
+    whose engine starves the test process of a core.
 
     ignore_eos: the random model samples its EOS token now and then, and a stream that ends
     early on its own is not in flight when the test acts on it."""
-    return [asyncio.create_task(read_stream(client, url, chat_body(
+    answered = [asyncio.Event() for _ in range(count)]
+    streams = [asyncio.create_task(read_stream(client, url, chat_body(
         max_tokens=max_tokens, stream=True, temperature=1.0, model=SLOW_MODEL,
-        ignore_eos=True)))
-        for _ in range(count)]
+        ignore_eos=True), answered=event)) for event in answered]
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in answered)), 60)
+    return streams
 
 
 @pytest.fixture(scope="module")
@@ -245,9 +249,8 @@ def test_sigterm_drains_gracefully(slow_model_dir: Path, tmp_path: Path) -> None
         async def scenario():
             async with httpx.AsyncClient(timeout=60) as client:
                 # Long streams that cannot finish within the deadline, and short ones that can.
-                long = start_streams(client, url, 3, max_tokens=2000)
-                short = start_streams(client, url, 3, max_tokens=20)
-                await asyncio.sleep(1.5)
+                long = await start_streams(client, url, 3, max_tokens=2000)
+                short = await start_streams(client, url, 3, max_tokens=20)
                 server.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.3)
                 health = await client.get(f"{server.base_url}/health")
@@ -287,8 +290,7 @@ def test_engine_death_fails_requests_and_exits_nonzero(slow_model_dir: Path,
     try:
         async def scenario():
             async with httpx.AsyncClient(timeout=60) as client:
-                streams = start_streams(client, url, 2, max_tokens=2000)
-                await asyncio.sleep(1.5)
+                streams = await start_streams(client, url, 2, max_tokens=2000)
                 _engine_core(server).kill()
                 results = await asyncio.wait_for(asyncio.gather(*streams), 60)
                 try:

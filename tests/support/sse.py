@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 
@@ -46,9 +47,14 @@ def parse_event(data: str, result: StreamResult) -> None:
 
 
 async def read_stream(client: httpx.AsyncClient, url: str, body: dict,
-                      headers: dict[str, str] | None = None) -> StreamResult:
+                      headers: dict[str, str] | None = None,
+                      answered: asyncio.Event | None = None) -> StreamResult:
+    """`answered` is set once the response's status line has arrived: the server has taken
+    the request, so a test may act on it in flight."""
     try:
         async with client.stream("POST", url, json=body, headers=headers) as response:
+            if answered is not None:
+                answered.set()
             result = StreamResult(response.status_code)
             if response.status_code != 200:
                 await response.aread()
