@@ -62,18 +62,22 @@ def engine_busy_after(base_url: str, seconds: float) -> float:
 SLOW_MODEL = "slow-huatuo"
 
 
+def slow_body(max_tokens: int, **extra) -> dict:
+    """Work for the slow model that stays in flight until `max_tokens`: the random model samples
+    its EOS token now and then, and an answer that ends on its own is gone before the test
+    acts on it (hence ignore_eos)."""
+    return chat_body(max_tokens=max_tokens, temperature=1.0, model=SLOW_MODEL,
+                     ignore_eos=True, **extra)
+
+
 async def start_streams(client: httpx.AsyncClient, url: str, count: int, max_tokens: int
                         ) -> list[asyncio.Task]:
     """Streams on the slow model (2000 tokens take half a minute, 20 well under a second),
     once the server has answered every one of them: a fixed sleep is not enough on a machine
-    whose engine starves the test process of a core.
-
-    ignore_eos: the random model samples its EOS token now and then, and a stream that ends
-    early on its own is not in flight when the test acts on it."""
+    whose engine starves the test process of a core."""
     answered = [asyncio.Event() for _ in range(count)]
-    streams = [asyncio.create_task(read_stream(client, url, chat_body(
-        max_tokens=max_tokens, stream=True, temperature=1.0, model=SLOW_MODEL,
-        ignore_eos=True), answered=event)) for event in answered]
+    streams = [asyncio.create_task(read_stream(client, url, slow_body(max_tokens, stream=True),
+                                               answered=event)) for event in answered]
     await asyncio.wait_for(asyncio.gather(*(event.wait() for event in answered)), 60)
     return streams
 
@@ -201,10 +205,8 @@ def test_disconnected_clients_free_the_engine(slow_server: ServerProcess) -> Non
 
     async def leave_mid_stream() -> int:
         async with httpx.AsyncClient(timeout=120) as client:
-            body = chat_body(max_tokens=max_tokens, stream=True, temperature=1.0,
-                             model=SLOW_MODEL, ignore_eos=True)
             async with client.stream("POST", f"{base}/v1/chat/completions",
-                                     json=body) as response:
+                                     json=slow_body(max_tokens, stream=True)) as response:
                 received = 0
                 async for _ in sse_data(response.aiter_lines()):
                     received += 1
@@ -231,8 +233,7 @@ def test_non_streaming_disconnect_aborts(slow_server: ServerProcess) -> None:
     # 8 x 300 tokens: half a minute of work for the slow model; the client leaves after 1 s.
     with pytest.raises(httpx.TimeoutException):
         httpx.post(f"{base}/v1/chat/completions", timeout=1.0,
-                   json=chat_body(max_tokens=300, temperature=1.0, n=8, model=SLOW_MODEL,
-                                  ignore_eos=True))
+                   json=slow_body(300, n=8))
     left_at = generated_tokens(base)
     assert engine_busy_after(base, 5.0) == 0
     after = generated_tokens(base) - left_at
